@@ -1,0 +1,228 @@
+"""The relay proper: one browser leg joined to one upstream leg.
+
+Legs are Autobahn protocols (see legs.py); this module only calls the parts of their interface
+named below, so it can be read, and tested, without a network:
+
+    beginMessage(isBinary), sendMessageFrame(bytes), endMessage()   data, frame by frame
+    sendPing(bytes), sendPong(bytes)                                pass-through control frames
+    sendCloseFrame(code, reasonUtf8)                                a close with any code
+    answer_close()                                                  reply to the close it deferred
+    leg_open(), transport.pauseProducing(), transport.resumeProducing()
+    registerProducer(producer, streaming), unregisterProducer()
+
+Closing is end to end: a close received on one leg is forwarded to the other, and the first
+leg's reply waits until the other side answers (or `close_timeout` passes, or it drops).
+"""
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IPushProducer
+
+from chatrelay import closecodes
+
+BROWSER = "browser"
+UPSTREAM = "upstream"
+
+
+class Direction:
+    """Messages flowing from one leg to the other, frame by frame, with counters."""
+
+    __slots__ = ("sink", "open", "messages", "bytes", "_frames")
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.open = sink is not None
+        self.messages = 0
+        self.bytes = 0
+        self._frames = 0
+
+    def begin(self, is_binary):
+        """A message starts on the source leg."""
+        self.messages += 1
+        if self.open:
+            self.sink.beginMessage(isBinary=is_binary)
+            self._frames = 0
+
+    def data(self, chunk):
+        """A chunk of the message arrived: send it on as one complete frame."""
+        self.bytes += len(chunk)
+        if self.open and chunk:
+            self.sink.sendMessageFrame(chunk)
+            self._frames += 1
+
+    def end(self):
+        """The message is complete on the source leg."""
+        if self.open:
+            if not self._frames:
+                # endMessage alone would put a bare continuation frame on the wire.
+                self.sink.sendMessageFrame(b"")
+            self.sink.endMessage()
+
+    def ping(self, payload):
+        """Pass a ping through."""
+        if self.open:
+            self.sink.sendPing(payload)
+
+    def pong(self, payload):
+        """Pass a pong through."""
+        if self.open:
+            self.sink.sendPong(payload)
+
+
+class Nowhere:
+    """Where a leg's messages go before it is joined (or when it never is): nowhere, uncounted."""
+
+    messages = bytes = 0
+
+    def begin(self, is_binary):
+        """Drop the message."""
+
+    def data(self, chunk):
+        """Drop the chunk."""
+
+    def end(self):
+        """Nothing to end."""
+
+    def ping(self, payload):
+        """Drop the ping: no pong comes back."""
+
+    def pong(self, payload):
+        """Drop the pong."""
+
+
+NOWHERE = Nowhere()
+
+
+@implementer(IPushProducer)
+class ReadValve:
+    """Registered on one leg's transport: while its send buffer is full, stop reading the other leg.
+
+    Not the other leg's transport itself: Twisted calls stopProducing (loseConnection) on the
+    producer when the consumer goes away, which would drop that leg without a close code.
+    """
+
+    def __init__(self, leg):
+        self.leg = leg
+
+    def pauseProducing(self):
+        """Stop reading from the leg."""
+        if not self.leg.reading_paused:
+            self.leg.reading_paused = True
+            self.leg.transport.pauseProducing()
+
+    def resumeProducing(self):
+        """Read from the leg again."""
+        if self.leg.reading_paused:
+            self.leg.reading_paused = False
+            self.leg.transport.resumeProducing()
+
+    stopProducing = resumeProducing
+
+
+class Relay:
+    """Joins a browser leg to its upstream leg: forwarding, flow control and closing."""
+
+    def __init__(self, clock, close_timeout, report):
+        self.clock = clock
+        self.close_timeout = close_timeout
+        self.report = report
+        self.browser = None
+        self.upstream = None
+        self.closing = False
+        self._directions = ()
+        self._awaiting_answer = None
+        self._answer_timer = None
+
+    def join(self, browser, upstream):
+        """Both legs are open: start relaying between them."""
+        self.browser, self.upstream = browser, upstream
+        upstream.relay = self
+        browser.outbound = Direction(upstream)
+        upstream.outbound = Direction(browser)
+        self._directions = (browser.outbound, upstream.outbound)
+        self.report.directions = {BROWSER: browser.outbound, UPSTREAM: upstream.outbound}
+        browser.registerProducer(ReadValve(upstream), True)
+        upstream.registerProducer(ReadValve(browser), True)
+
+    def other(self, leg):
+        """The leg on the other side of `leg`."""
+        return self.upstream if leg is self.browser else self.browser
+
+    def side(self, leg):
+        """BROWSER or UPSTREAM."""
+        return BROWSER if leg is self.browser else UPSTREAM
+
+    def close_received(self, leg, code, reason):
+        """`leg`'s peer started a closing handshake; return True when its answer is deferred."""
+        other = self.other(leg)
+        if self.closing or other is None or not other.leg_open():
+            return False
+        self._begin_closing(f"{self.side(leg)}_closed")
+        other.sendCloseFrame(code, reason)
+        self._awaiting_answer = leg
+        self._answer_timer = self.clock.callLater(self.close_timeout, self._answer)
+        return True
+
+    def close_answered(self, leg):
+        """`leg`'s peer answered a close: if it was one we forwarded, answer the original."""
+        if self._awaiting_answer is not None and self._awaiting_answer is not leg:
+            self._answer()
+
+    def failed(self, leg, code, reason):
+        """The relay is failing `leg` with `code` (its peer broke the protocol or a limit)."""
+        if self.closing:
+            return
+        self._begin_closing(f"{self.side(leg)}_error")
+        other = self.other(leg)
+        if other is not None:
+            toward_browser = other is self.browser
+            mapped = closecodes.code_after_failure(code, toward_browser)
+            other.sendCloseFrame(mapped, reason.encode("utf-8")[:123])
+
+    def lost(self, leg):
+        """`leg`'s connection is gone; the other leg must not be left open."""
+        if self._awaiting_answer is leg:
+            self._cancel_answer()
+        elif self._awaiting_answer is not None:
+            self._answer()
+        if not self.closing:
+            self._begin_closing(f"{self.side(leg)}_lost")
+            other = self.other(leg)
+            if other is self.browser:
+                other.sendCloseFrame(closecodes.BAD_GATEWAY, b"upstream connection lost")
+            elif other is not None:
+                other.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
+
+    def shut_down(self):
+        """The relay is stopping: close both legs with 1001."""
+        if self._awaiting_answer is not None:
+            self._answer()
+        if not self.closing:
+            self._begin_closing("shutdown")
+            for leg in (self.browser, self.upstream):
+                if leg is not None:
+                    leg.sendCloseFrame(closecodes.GOING_AWAY, b"relay shutting down")
+
+    def _begin_closing(self, outcome):
+        self.closing = True
+        self.report.set_outcome(outcome)
+        for direction in self._directions:
+            direction.open = False
+        # Flow control ends here: closing must not wait on a paused producer, and each leg
+        # must read on to see its peer's close reply.
+        for leg in (self.browser, self.upstream):
+            if leg is not None and leg.transport is not None:
+                leg.unregisterProducer()
+                ReadValve(leg).resumeProducing()
+
+    def _answer(self):
+        leg = self._awaiting_answer
+        self._cancel_answer()
+        if leg is not None:
+            leg.answer_close()
+
+    def _cancel_answer(self):
+        self._awaiting_answer = None
+        if self._answer_timer is not None and self._answer_timer.active():
+            self._answer_timer.cancel()
+        self._answer_timer = None

@@ -1,0 +1,90 @@
+"""One structured log event per browser connection, emitted when it ends.
+
+The event carries no secret: no relay key, no target path or query (they hold the listenKey and
+the listenToken), only the target's scheme://host:port.
+"""
+
+from twisted.logger import Logger
+
+from chatrelay.relay import BROWSER, NOWHERE, UPSTREAM
+
+log = Logger(namespace="chatrelay.connection")
+
+
+class LegClose:
+    """How one leg closed: the code on its wire and who sent it first."""
+
+    __slots__ = ("code", "by")
+
+    def __init__(self, code, by):
+        self.code = code
+        self.by = by
+
+    @classmethod
+    def of(cls, leg, was_clean):
+        """Read the close off an Autobahn protocol after onClose."""
+        if not was_clean:
+            return cls(1006, "lost")
+        if leg.closedByMe:
+            return cls(leg.localCloseCode or 1005, "relay")
+        return cls(leg.remoteCloseCode or 1005, "peer")
+
+    def __str__(self):
+        return f"{self.code}/{self.by}"
+
+
+class ConnectionReport:
+    """What one browser connection did: outcome, timings, traffic, close codes."""
+
+    def __init__(self, clock, peer):
+        self.clock = clock
+        self.peer = peer
+        self.started = clock.seconds()
+        self.connect_seconds = None
+        self.target = "-"
+        self.outcome = None
+        self.closes = {BROWSER: None, UPSTREAM: None}
+        self.directions = {BROWSER: NOWHERE, UPSTREAM: NOWHERE}
+        self._emitted = False
+
+    def set_outcome(self, outcome):
+        """Record why the connection ends; the first cause given wins."""
+        if self.outcome is None:
+            self.outcome = outcome
+
+    def upstream_opened(self):
+        """The upstream leg completed its handshake."""
+        self.connect_seconds = self.clock.seconds() - self.started
+
+    def leg_closed(self, side, close):
+        """Record a leg's close; return True (once) when every leg that was joined has closed."""
+        self.closes[side] = close
+        done = self.closes[BROWSER] is not None and (
+            self.connect_seconds is None or self.closes[UPSTREAM] is not None
+        )
+        if done and not self._emitted:
+            self._emitted = True
+            return True
+        return False
+
+    def emit(self):
+        """Log the connection's one summary event."""
+        up = self.directions[BROWSER]
+        down = self.directions[UPSTREAM]
+        log.info(
+            "{peer} {outcome} after {duration:.3f}s; target {target} opened in {connect}; "
+            "close browser {browser_close} upstream {upstream_close}; "
+            "browser->upstream {up_messages} msgs {up_bytes} B; "
+            "upstream->browser {down_messages} msgs {down_bytes} B",
+            peer=self.peer,
+            outcome=self.outcome or "closed",
+            duration=self.clock.seconds() - self.started,
+            target=self.target,
+            connect="-" if self.connect_seconds is None else f"{self.connect_seconds:.3f}s",
+            browser_close=self.closes[BROWSER],
+            upstream_close=self.closes[UPSTREAM] or "-",
+            up_messages=up.messages,
+            up_bytes=up.bytes,
+            down_messages=down.messages,
+            down_bytes=down.bytes,
+        )

@@ -1,0 +1,37 @@
+"""The service twistd runs: listeners plus a graceful shutdown of every relayed connection."""
+
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+
+log = Logger(namespace="chatrelay.service")
+
+
+class RelayService(MultiService):
+    """Stops listening, then closes every connection with 1001, waiting `grace` seconds at most."""
+
+    def __init__(self, reactor, factory, grace=4.0):
+        super().__init__()
+        self.reactor = reactor
+        self.factory = factory
+        self.grace = grace
+
+    def stopService(self):
+        """IService API."""
+        stopped = super().stopService()
+        stopped.addCallback(lambda _: self._close_connections())
+        return stopped
+
+    def _close_connections(self):
+        count = len(self.factory.live)
+        if count:
+            log.info("closing {count} connections for shutdown", count=count)
+        idle = self.factory.shut_down()
+        idle.addTimeout(self.grace, self.reactor, onTimeoutCancel=self._abort_stragglers)
+        return idle
+
+    def _abort_stragglers(self, result, timeout):
+        for leg in list(self.factory.live):
+            leg.dropConnection(abort=True)
+            if leg.relay is not None and leg.relay.upstream is not None:
+                leg.relay.upstream.dropConnection(abort=True)
+        log.warn("aborted connections still open after {timeout}s", timeout=timeout)

@@ -1,0 +1,135 @@
+"""Opening the upstream leg: TCP, verified TLS and the WebSocket handshake, within one deadline."""
+
+import re
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from zope.interface import implementer
+
+from twisted.internet import defer, error, ssl
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+
+
+class UpstreamFailure(Exception):
+    """The upstream leg could not be opened; `reason` is safe to show the browser."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@implementer(IOpenSSLTrustRoot)
+class PlatformTrustPlus:
+    """The platform's trusted CAs plus the certificates of an extra PEM bundle."""
+
+    def __init__(self, certificates=()):
+        self.certificates = tuple(certificates)
+
+    @classmethod
+    def from_pem_file(cls, path):
+        """Trust every certificate in the PEM bundle at `path`, as well as the platform's."""
+        with open(path, "rb") as pem:
+            blocks = re.findall(
+                rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem.read(), re.DOTALL
+            )
+        if not blocks:
+            raise ValueError(f"no certificate in {path}")
+        return cls(ssl.Certificate.loadPEM(block).original for block in blocks)
+
+    def _addCACertsToContext(self, context):
+        context.set_default_verify_paths()
+        store = context.get_cert_store()
+        for certificate in self.certificates:
+            store.add_cert(certificate)
+
+
+def endpoint_for(reactor, target, trust_root, timeout):
+    """The client endpoint for a target: always verify the certificate and the host name."""
+    endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+    if target.secure:
+        endpoint = wrapClientTLS(ssl.optionsForClientTLS(target.host, trustRoot=trust_root), endpoint)
+    return endpoint
+
+
+_UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
+
+
+def describe_connect_failure(failure):
+    """Why TCP did not connect, in words safe for the browser."""
+    if failure.check(error.ConnectionRefusedError):
+        return "upstream refused the connection"
+    if failure.check(error.DNSLookupError):
+        return "upstream host not found"
+    if failure.check(error.TimeoutError, defer.CancelledError):
+        return "upstream connect timed out"
+    return "upstream unreachable"
+
+
+def describe_handshake_failure(lost_reason, not_clean_reason):
+    """Why a connected upstream closed before its WebSocket opened, in words safe for the browser."""
+    if isinstance(lost_reason, VerificationError):
+        return "upstream TLS hostname mismatch"
+    if isinstance(lost_reason, SSL.Error):
+        if "certificate verify failed" in str(lost_reason):
+            return "upstream TLS certificate not trusted"
+        return "upstream TLS handshake failed"
+    status = _UPGRADE_STATUS.search(not_clean_reason or "")
+    if status:
+        return f"upstream refused the WebSocket handshake (HTTP {status.group(1)})"
+    return "upstream closed during the handshake"
+
+
+class UpstreamAttempt:
+    """One attempt to open an upstream leg; `result` fires with the open leg or UpstreamFailure."""
+
+    def __init__(self, reactor, endpoint, factory, timeout):
+        self.result = defer.Deferred(canceller=lambda _: self._abort())
+        self._leg = None
+        self._timed_out = False
+        factory.attempt = self
+        self._timer = reactor.callLater(timeout, self._time_out)
+        self._connecting = endpoint.connect(factory)
+        self._connecting.addCallbacks(self._connected, self._connect_failed)
+
+    def opened(self, leg):
+        """The leg completed its WebSocket handshake."""
+        if not self.result.called:
+            self._stop_timer()
+            self.result.callback(leg)
+
+    def closed_before_open(self, lost_reason, not_clean_reason):
+        """The leg connected but went away before its handshake completed."""
+        if self._timed_out:
+            self._fail("upstream timed out")
+        else:
+            self._fail(describe_handshake_failure(lost_reason, not_clean_reason))
+
+    def _connected(self, leg):
+        self._connecting = None
+        self._leg = leg
+
+    def _connect_failed(self, failure):
+        self._connecting = None
+        self._fail("upstream connect timed out" if self._timed_out else describe_connect_failure(failure))
+
+    def _time_out(self):
+        self._timer = None
+        self._timed_out = True
+        self._abort()
+
+    def _abort(self):
+        if self._connecting is not None:
+            self._connecting.cancel()
+        elif self._leg is not None and self._leg.transport is not None:
+            self._leg.transport.abortConnection()
+
+    def _fail(self, reason):
+        self._stop_timer()
+        if not self.result.called:
+            self.result.errback(UpstreamFailure(reason))
+
+    def _stop_timer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
