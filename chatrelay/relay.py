@@ -181,17 +181,18 @@ class Relay:
 
     def lost(self, leg):
         """`leg`'s connection is gone; the other leg must not be left open."""
+        if self.browser is None:
+            return  # never joined: the upstream attempt handles its own end
         if self._awaiting_answer is leg:
             self._cancel_answer()
         elif self._awaiting_answer is not None:
             self._answer()
         if not self.closing:
             self._begin_closing(f"{self.side(leg)}_lost")
-            other = self.other(leg)
-            if other is self.browser:
-                other.sendCloseFrame(closecodes.BAD_GATEWAY, b"upstream connection lost")
-            elif other is not None:
-                other.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
+            if leg is self.upstream:
+                self.browser.sendCloseFrame(closecodes.BAD_GATEWAY, b"upstream connection lost")
+            else:
+                self.upstream.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
 
     def shut_down(self):
         """The relay is stopping: close both legs with 1001."""

@@ -138,7 +138,7 @@ def makeService(config, reactor=None):
     for description in config["listen"]:
         try:
             listener = strports.service(description, factory, reactor=reactor)
-        except (ValueError, KeyError, OSError) as error:
+        except (ValueError, KeyError, TypeError, OSError) as error:
             raise SystemExit(f"chatrelay: cannot use --listen {description}: {error}")
         listener.setServiceParent(service)
     log.info(

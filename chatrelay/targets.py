@@ -53,6 +53,8 @@ def normalise_host(host):
     dotted quads or bracketed IPv6, so numeric tricks like 127.1 or 0x7f.0.0.1 are refused.
     """
     if host.startswith("[") and host.endswith("]"):
+        if "%" in host:
+            raise TargetError("IPv6 zone in host")
         try:
             return ipaddress.IPv6Address(host[1:-1]).compressed
         except ValueError:

@@ -84,9 +84,10 @@ class UpstreamAttempt:
     """One attempt to open an upstream leg; `result` fires with the open leg or UpstreamFailure."""
 
     def __init__(self, reactor, endpoint, factory, timeout):
-        self.result = defer.Deferred(canceller=lambda _: self._abort())
+        self.result = defer.Deferred(canceller=self._cancel)
         self._leg = None
         self._timed_out = False
+        self._cancelled = False
         factory.attempt = self
         self._timer = reactor.callLater(timeout, self._time_out)
         self._connecting = endpoint.connect(factory)
@@ -113,6 +114,12 @@ class UpstreamAttempt:
         self._connecting = None
         self._fail("upstream connect timed out" if self._timed_out else describe_connect_failure(failure))
 
+    def _cancel(self, result):
+        # Whoever cancels (a browser gone, a shutdown) gets CancelledError, not a failure.
+        self._cancelled = True
+        self._stop_timer()
+        self._abort()
+
     def _time_out(self):
         self._timer = None
         self._timed_out = True
@@ -126,7 +133,7 @@ class UpstreamAttempt:
 
     def _fail(self, reason):
         self._stop_timer()
-        if not self.result.called:
+        if not self.result.called and not self._cancelled:
             self.result.errback(UpstreamFailure(reason))
 
     def _stop_timer(self):

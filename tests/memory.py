@@ -1,0 +1,172 @@
+"""In-memory harness: browser client -> relay -> upstream server, joined with iosim on a Clock."""
+
+import txaio
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+
+from chatrelay.credentials import KeyChecker
+from chatrelay.gate import Gate
+from chatrelay.legs import LegSettings, RelayServerFactory
+from chatrelay.targets import Allowlist
+from chatrelay.upstream import UpstreamAttempt
+
+TOKEN = "relay-secret"
+UPSTREAM_URL = "ws://upstream.test/chat/c2c_key?token=TOKEN123&clientType=web"
+
+
+class Recorder:
+    """Records what a peer of the relay sees."""
+
+    def connectionMade(self):
+        """Twisted API."""
+        super().connectionMade()
+        self.opened = False
+        self.messages = []
+        self.pings = []
+        self.pongs = []
+        self.closed = None
+
+    def onOpen(self):
+        """IWebSocketChannel API."""
+        self.opened = True
+
+    def onMessage(self, payload, isBinary):
+        """IWebSocketChannel API."""
+        self.messages.append((payload, isBinary))
+
+    def onPing(self, payload):
+        """IWebSocketChannel API: record, then answer as usual."""
+        self.pings.append(payload)
+        super().onPing(payload)
+
+    def onPong(self, payload):
+        """IWebSocketChannel API."""
+        self.pongs.append(payload)
+
+    def onClose(self, wasClean, code, reason):
+        """IWebSocketChannel API."""
+        self.closed = (wasClean, code, reason)
+
+
+class BrowserClient(Recorder, WebSocketClientProtocol):
+    """A browser, as far as the relay can tell."""
+
+
+class UpstreamServer(Recorder, WebSocketServerProtocol):
+    """The upstream (Binance), as far as the relay can tell."""
+
+
+class HeldEndpoint:
+    """A client endpoint whose connections wait until the test completes them."""
+
+    def __init__(self, harness):
+        self.harness = harness
+
+    def connect(self, factory):
+        """IStreamClientEndpoint API."""
+        connecting = defer.Deferred()
+        self.harness.held.append((factory, connecting))
+        return connecting
+
+
+class Harness:
+    """One relay factory on a Clock, with helpers to connect browsers and upstreams."""
+
+    def __init__(self, allow=("ws://upstream.test:*/chat/",), max_message_size=1 << 20,
+                 connect_timeout=10.0, close_timeout=5.0, ping_interval=0.0, ping_timeout=0.0):
+        self.clock = MemoryReactorClock()
+        self._saved_loop = txaio.config.loop
+        txaio.config.loop = self.clock  # Autobahn's timers ignore the factory's reactor
+        self.held = []
+        self.pumps = []
+        self.connect_timeout = connect_timeout
+        settings = LegSettings(max_message_size, close_timeout, ping_interval, ping_timeout)
+        self.factory = RelayServerFactory(
+            self.clock,
+            Gate(KeyChecker(TOKEN), Allowlist.from_strings(allow)),
+            settings,
+            connect_timeout=connect_timeout,
+            trust_root=None,
+            connect=self._connect,
+        )
+        self.upstream_factory = WebSocketServerFactory()
+        self.upstream_factory.protocol = UpstreamServer
+        self.upstream_factory.setProtocolOptions(failByDrop=False, echoCloseCodeReason=True)
+
+    def restore(self):
+        """Give Autobahn its timers back."""
+        txaio.config.loop = self._saved_loop
+
+    def _connect(self, target, factory):
+        return UpstreamAttempt(self.clock, HeldEndpoint(self), factory, self.connect_timeout)
+
+    def browser(self, query=None, protocols=None):
+        """Connect a browser with the given query string (default: good key and target)."""
+        if query is None:
+            query = relay_query()
+        factory = WebSocketClientFactory(f"ws://relay.test/chat-relay//?{query}", protocols=protocols)
+        factory.protocol = BrowserClient
+        factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=0, closeHandshakeTimeout=30)
+        client = factory.buildProtocol(None)
+        server = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        self._connect_pair(server, client)
+        return client
+
+    def upstream(self):
+        """Complete the oldest pending upstream connection; return the upstream's protocol."""
+        factory, connecting = self.held.pop(0)
+        leg = factory.buildProtocol(None)
+        server = self.upstream_factory.buildProtocol(None)
+        self._connect_pair(server, leg, greet=False)
+        connecting.callback(leg)
+        self.flush()
+        return server
+
+    def refuse_upstream(self, reason):
+        """Fail the oldest pending upstream connection with `reason` (an exception)."""
+        _, connecting = self.held.pop(0)
+        connecting.errback(reason)
+        self.flush()
+
+    def _connect_pair(self, server, client, greet=True):
+        pump = iosim.connect(
+            server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client),
+            greet=False, clock=self.clock,
+        )
+        self.pumps.append(pump)
+        if greet:
+            self.flush()
+
+    def flush(self):
+        """Move bytes on every connection until nothing moves."""
+        for _ in range(100):
+            if not any([pump.flush() for pump in self.pumps]):
+                return
+        raise AssertionError("connections never went quiet")
+
+    def advance(self, seconds):
+        """Let time pass, then settle."""
+        self.clock.advance(seconds)
+        self.flush()
+
+
+def relay_query(key=TOKEN, target=UPSTREAM_URL):
+    """The query string a browser sends."""
+    from urllib.parse import urlencode
+
+    params = []
+    if key is not None:
+        params.append(("key", key))
+    if target is not None:
+        params.append(("target", target))
+    return urlencode(params)

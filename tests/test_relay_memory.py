@@ -1,0 +1,365 @@
+"""The relay's behaviour contract, in memory: iosim connections on a Clock, no sockets."""
+
+import pytest
+
+from twisted.internet import error
+from twisted.logger import formatEvent, globalLogPublisher
+
+from autobahn.websocket.types import ConnectionDeny
+
+from chatrelay.relay import ReadValve
+from tests.memory import TOKEN, UPSTREAM_URL, Harness, UpstreamServer, relay_query
+
+
+@pytest.fixture
+def harness():
+    h = Harness()
+    yield h
+    h.restore()
+
+
+@pytest.fixture
+def make_harness():
+    made = []
+
+    def make(**kwargs):
+        made.append(Harness(**kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.restore()
+
+
+@pytest.fixture
+def log_events():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def joined(harness):
+    browser = harness.browser()
+    upstream = harness.upstream()
+    assert browser.opened and upstream.opened
+    return browser, upstream
+
+
+# Admission: refusals complete the handshake, then close with a code; Binance is never contacted.
+
+@pytest.mark.parametrize(
+    "query, code",
+    [
+        (relay_query(key="wrong"), 4401),
+        (relay_query(key=None), 4401),
+        (relay_query(key=TOKEN[:-1]), 4401),
+        (relay_query() + "&key=" + TOKEN, 4401),
+        (relay_query(target=None), 4400),
+        (relay_query(target="not a url"), 4400),
+        (relay_query(target="https://upstream.test/chat/x"), 4400),
+        (relay_query() + "&target=" + "ws%3A%2F%2Fupstream.test%2Fchat%2Fy", 4400),
+        (relay_query(target="ws://other.test/chat/x"), 4403),
+        (relay_query(target="ws://upstream.test/admin"), 4403),
+    ],
+)
+def test_refusals_close_with_their_code_and_never_contact_upstream(harness, query, code):
+    """Each refusal reaches the browser as an accepted handshake followed by its close code."""
+    browser = harness.browser(query)
+    assert browser.opened
+    assert browser.closed[0] is True
+    assert browser.closed[1] == code
+    assert harness.held == []
+
+
+def test_key_is_checked_before_target(harness):
+    """A wrong key with a bad target still says 4401: nothing about targets leaks to strangers."""
+    browser = harness.browser(relay_query(key="wrong", target="ws://other.test/"))
+    assert browser.closed[1] == 4401
+
+
+def test_refusal_echoes_a_requested_subprotocol(harness):
+    """A browser that asked for a subprotocol can still read the refusal's code."""
+    browser = harness.browser(relay_query(key="wrong"), protocols=["chat"])
+    assert browser.opened and browser.closed[1] == 4401
+
+
+# Opening: the browser's handshake completes only once the upstream leg is open.
+
+def test_browser_opens_only_after_upstream_opens(harness):
+    """No 101 until the upstream's 101."""
+    browser = harness.browser()
+    assert not browser.opened
+    assert len(harness.held) == 1
+    upstream = harness.upstream()
+    assert upstream.opened and browser.opened
+
+
+def test_upstream_receives_the_target_exactly(harness):
+    """The upstream request line carries the target's path and query unchanged."""
+    _, upstream = joined(harness)
+    assert upstream.http_request_uri == "/chat/c2c_key?token=TOKEN123&clientType=web"
+
+
+def test_upstream_refused_gives_1014(harness):
+    """A refused TCP connection is a 1014 that says so."""
+    browser = harness.browser()
+    harness.refuse_upstream(error.ConnectionRefusedError())
+    assert browser.opened
+    assert browser.closed == (True, 1014, "upstream refused the connection")
+
+
+def test_upstream_unreachable_gives_1014(harness):
+    """Any other connect failure is a 1014 too."""
+    browser = harness.browser()
+    harness.refuse_upstream(error.NoRouteError())
+    assert browser.closed == (True, 1014, "upstream unreachable")
+
+
+def test_upstream_timeout_gives_1014(harness):
+    """An upstream that never connects is given up after --connect-timeout."""
+    browser = harness.browser()
+    harness.advance(9.9)
+    assert not browser.opened
+    harness.advance(0.2)
+    assert browser.closed == (True, 1014, "upstream connect timed out")
+
+
+def test_upstream_handshake_rejected_gives_1014_with_status(harness):
+    """An upstream answering the upgrade with an HTTP error is named in the reason."""
+    browser = harness.browser()
+    harness.upstream_factory.protocol = RejectingUpstream
+    harness.upstream()
+    assert browser.closed == (True, 1014, "upstream refused the WebSocket handshake (HTTP 401)")
+
+
+def test_browser_leaving_during_upstream_attempt_cancels_it(harness):
+    """Nobody waits for an upstream whose browser is gone."""
+    browser = harness.browser()
+    (_, connecting), = harness.held
+    browser.transport.loseConnection()
+    harness.flush()
+    assert connecting.called
+
+
+# Data.
+
+def test_messages_keep_their_type_order_and_bytes(harness):
+    """Text stays text, binary stays binary, both ways."""
+    browser, upstream = joined(harness)
+    sent_up = [(b'{"type":"ping"}', False), (bytes(range(256)), True), (b"", False), (b"", True)]
+    for payload, is_binary in sent_up:
+        browser.sendMessage(payload, isBinary=is_binary)
+    sent_down = [("é€𝄞".encode(), False), (b"\x00" * 70000, True)]
+    for payload, is_binary in sent_down:
+        upstream.sendMessage(payload, isBinary=is_binary)
+    harness.flush()
+    assert upstream.messages == sent_up
+    assert browser.messages == sent_down
+
+
+def test_fragmented_message_is_relayed_whole(harness):
+    """A message in several frames arrives as the same message."""
+    browser, upstream = joined(harness)
+    browser.sendMessage(b"x" * 1000, fragmentSize=100)
+    harness.flush()
+    assert upstream.messages == [(b"x" * 1000, False)]
+
+
+def test_oversized_message_closes_both_legs_with_1009(make_harness):
+    """A message over --max-message-size: 1009 to its sender, 1009 to the other side."""
+    harness = make_harness(max_message_size=1000)
+    browser, upstream = joined(harness)
+    upstream.sendMessage(b"y" * 1001, isBinary=True)
+    harness.flush()
+    assert upstream.closed[1] == 1009
+    assert browser.closed[1] == 1009
+
+
+def test_oversized_browser_message_closes_with_1009(make_harness):
+    """The same limit holds browser to upstream, fragmented or not."""
+    harness = make_harness(max_message_size=1000)
+    browser, upstream = joined(harness)
+    browser.sendMessage(b"y" * 1500, fragmentSize=500)
+    harness.flush()
+    assert browser.closed[1] == 1009
+    assert upstream.closed[1] == 1009
+
+
+def test_invalid_utf8_from_upstream_closes_both_with_1007(harness):
+    """A text message that is not UTF-8 fails with 1007 on both legs."""
+    browser, upstream = joined(harness)
+    upstream.sendMessage(b"\xff\xfe", isBinary=False)
+    harness.flush()
+    assert upstream.closed[1] == 1007
+    assert browser.closed[1] == 1007
+
+
+# Pings and pongs pass through.
+
+def test_upstream_ping_reaches_browser_and_pong_comes_back(harness):
+    """Binance's ping payload reaches the browser; the browser's pong reaches Binance."""
+    browser, upstream = joined(harness)
+    upstream.sendPing(b"are you there")
+    harness.flush()
+    assert browser.pings == [b"are you there"]
+    assert upstream.pongs == [b"are you there"]
+
+
+def test_browser_ping_reaches_upstream_and_pong_comes_back(harness):
+    """The browser's ping reaches Binance; Binance's pong comes back."""
+    browser, upstream = joined(harness)
+    browser.sendPing(b"hello?")
+    harness.flush()
+    assert upstream.pings == [b"hello?"]
+    assert browser.pongs == [b"hello?"]
+
+
+def test_keepalive_pings_stay_on_their_leg(make_harness):
+    """The relay's own pings and their pongs are never passed through."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser, upstream = joined(harness)
+    harness.advance(10.5)
+    assert len(browser.pings) == 1 and len(upstream.pings) == 1
+    assert browser.pongs == [] and upstream.pongs == []
+    harness.advance(10.5)
+    assert browser.closed is None and upstream.closed is None
+
+
+def test_dead_browser_is_detected_by_keepalive(make_harness):
+    """A browser that stops answering pings is dropped; Binance hears 1001."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser = harness.browser()
+    browser.onPing = browser.pings.append
+    upstream = harness.upstream()
+    harness.advance(10.5)
+    harness.advance(6.0)
+    assert upstream.closed[1] == 1001
+
+
+def test_paused_leg_is_not_declared_dead(make_harness):
+    """While the relay itself stops reading a leg, its unanswered ping is not fatal."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser, upstream = joined(harness)
+    leg = harness.factory.live.copy().pop()
+    ReadValve(leg).pauseProducing()
+    browser.onPing = browser.pings.append
+    harness.advance(10.5)
+    harness.advance(6.0)
+    assert browser.closed is None and upstream.closed is None
+
+
+# Closing, end to end.
+
+@pytest.mark.parametrize(
+    "code, reason",
+    [(1000, "bye"), (1001, "going"), (1003, ""), (1008, "policy"), (1011, "oops"),
+     (1012, "restart"), (1013, "later"), (1014, "gateway"), (3000, "app"), (4999, "last")],
+)
+def test_upstream_close_code_and_reason_reach_browser(harness, code, reason):
+    """Binance's close code and reason reach the browser, and its answer goes back."""
+    browser, upstream = joined(harness)
+    upstream.sendCloseFrame(code, reason.encode())
+    harness.flush()
+    assert browser.closed == (True, code, reason or None)
+    assert upstream.closed == (True, code, reason or None)
+
+
+def test_upstream_close_without_code_reaches_browser_without_code(harness):
+    """An empty close stays empty (the browser reads 1005)."""
+    browser, upstream = joined(harness)
+    upstream.sendCloseFrame()
+    harness.flush()
+    assert browser.closed == (True, None, None)
+
+
+def test_upstream_drop_gives_browser_1014(harness):
+    """Binance vanishing without a close is a 1014 for the browser."""
+    browser, upstream = joined(harness)
+    upstream.transport.abortConnection()
+    harness.flush()
+    assert browser.closed == (True, 1014, "upstream connection lost")
+
+
+@pytest.mark.parametrize("code, reason", [(1000, ""), (1001, "tab closed"), (4000, "logout")])
+def test_browser_close_code_and_reason_reach_upstream(harness, code, reason):
+    """The browser's close code and reason reach Binance."""
+    browser, upstream = joined(harness)
+    browser.sendCloseFrame(code, reason.encode())
+    harness.flush()
+    assert upstream.closed == (True, code, reason or None)
+    assert browser.closed == (True, code, reason or None)
+
+
+def test_browser_drop_gives_upstream_1001(harness):
+    """A browser vanishing without a close is a 1001 for Binance."""
+    browser, upstream = joined(harness)
+    browser.transport.abortConnection()
+    harness.flush()
+    assert upstream.closed == (True, 1001, "browser went away")
+
+
+def test_close_is_answered_only_after_the_other_side_answers(harness):
+    """The browser's close waits for Binance's answer, up to --close-timeout."""
+    browser, upstream = joined(harness)
+    upstream.onCloseFrame = lambda code, reason: None  # Binance never answers
+    browser.sendCloseFrame(4000, b"bye")
+    harness.flush()
+    assert browser.closed is None
+    harness.advance(5.5)
+    assert browser.closed == (True, 4000, "bye")
+
+
+def test_shutdown_closes_both_legs_with_1001(harness):
+    """Stopping the relay says 1001 to both sides, and finishes when they have answered."""
+    browser, upstream = joined(harness)
+    idle = harness.factory.shut_down()
+    harness.flush()
+    assert browser.closed[1] == 1001 and upstream.closed[1] == 1001
+    assert idle.called
+
+
+def test_shutdown_during_upstream_attempt_says_1001(harness):
+    """A browser still waiting for its upstream hears 1001 too."""
+    browser = harness.browser()
+    harness.factory.shut_down()
+    harness.flush()
+    assert browser.closed[1] == 1001
+
+
+# Flow control and accounting.
+
+def test_each_leg_pauses_the_other(harness):
+    """Each leg's transport has a valve on the other leg registered as its producer."""
+    joined(harness)
+    leg = harness.factory.live.copy().pop()
+    upstream_leg = leg.relay.upstream
+    assert isinstance(leg.transport.producer, ReadValve) and leg.transport.producer.leg is upstream_leg
+    assert isinstance(upstream_leg.transport.producer, ReadValve)
+    assert upstream_leg.transport.producer.leg is leg
+
+
+def test_one_report_per_connection_without_secrets(harness, log_events):
+    """One summary event with outcome, codes and counts; never the key, token or path."""
+    browser, upstream = joined(harness)
+    browser.sendMessage(b"12345")
+    harness.flush()
+    upstream.sendCloseFrame(4001, b"done")
+    harness.flush()
+    reports = [e for e in log_events if e.get("log_namespace") == "chatrelay.connection"]
+    assert len(reports) == 1
+    event = reports[0]
+    assert event["outcome"] == "upstream_closed"
+    assert event["up_messages"] == 1 and event["up_bytes"] == 5
+    assert str(event["browser_close"]) == "4001/relay"
+    text = " ".join(formatEvent(e) or "" for e in log_events)
+    for secret in (TOKEN, "TOKEN123", "c2c_key", UPSTREAM_URL):
+        assert secret not in text
+
+
+class RejectingUpstream(UpstreamServer):
+    """An upstream that refuses every upgrade with 401."""
+
+    def onConnect(self, request):
+        """IWebSocketServerChannel API."""
+        raise ConnectionDeny(401, "Unauthorized")
