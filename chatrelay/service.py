@@ -1,5 +1,7 @@
 """The service twistd runs: listeners plus a graceful shutdown of every relayed connection."""
 
+import signal
+
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
@@ -19,7 +21,15 @@ class RelayService(MultiService):
         """IService API."""
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._close_connections())
+        stopped.addBoth(self._handled_sigterm)
         return stopped
+
+    def _handled_sigterm(self, result):
+        # twistd re-raises the signal that stopped the reactor so the exit status shows it;
+        # a SIGTERM that ended in a graceful shutdown is a success, and the contract is exit 0.
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
+        return result
 
     def _close_connections(self):
         count = len(self.factory.live)
