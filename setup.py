@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["chatrelay", "chatrelay.*"]) + ["twisted.plugins"],
-    package_data={"chatrelay": ["static/*"]},
+    package_data={"chatrelay": ["web/*.js", "web/demo/*"]},
     install_requires=[
         "twisted[tls]>=26.10.0",
         # sendCloseFrame and the close-code allow-list are semi-internal: pin the minor.
@@ -18,6 +18,7 @@ setup(
         "txaio>=26.6.1",
         "service-identity>=21.1",
         "pyopenssl>=25.3",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

@@ -22,7 +22,13 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 
 from chatrelay import closecodes
+from chatrelay.compression import browser_options as browser_compression
+from chatrelay.compression import upstream_options as upstream_compression
+from chatrelay.clients import ClientAddresses
 from chatrelay.gate import Refusal
+from chatrelay.http import Routes, parse_plain_request, wants_upgrade
+from chatrelay.limits import Limits
+from chatrelay.metrics import RelayMetrics
 from chatrelay.relay import BROWSER, NOWHERE, UPSTREAM, Relay
 from chatrelay.report import ConnectionReport, LegClose
 from chatrelay.upstream import UpstreamAttempt, UpstreamFailure, endpoint_for
@@ -147,29 +153,88 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
     """The browser's connection to the relay."""
 
     report = None
+    client = None
+    _admitted = False
     _refusal = None
     _attempt = None
     _upstream = None
+    _head_timer = None
 
     def connectionMade(self):
         """Twisted API."""
         super().connectionMade()
         self.factory.live.add(self)
+        self._head_timer = self.factory.reactor.callLater(
+            self.factory.limits.handshake_timeout, self._head_timed_out
+        )
 
     def connectionLost(self, reason):
         """Twisted API."""
+        self._stop_head_timer()
         super().connectionLost(reason)
+        if self._admitted:
+            self.factory.limits.release(self.client)
         self.factory.forget(self)
+
+    # The request head: bounded in size and time, and plain HTTP served without an upgrade.
+
+    def dataReceived(self, data):
+        """Twisted API: refuse a request head that cannot be acceptable, before buffering it."""
+        if self._head_timer is not None:
+            problem = self.factory.limits.inspect_head(self.data + data)
+            if problem is not None:
+                self._stop_head_timer()
+                self.failHandshake(problem.reason, problem.status)
+                return
+        super().dataReceived(data)
+
+    def processHandshake(self):
+        """Autobahn API: requests without Upgrade are answered here, the rest by Autobahn."""
+        end = self.data.find(b"\r\n\r\n")
+        if end >= 0 and self._head_timer is not None:
+            self._stop_head_timer()
+            if not wants_upgrade(self.data[:end]):
+                return self._serve_plain(self.data[: end + 4])
+        return super().processHandshake()
+
+    def _serve_plain(self, head):
+        request = parse_plain_request(head)
+        if request is None:
+            return self.failHandshake("Bad Request", 400)
+        request.client = self._resolve_client(request.headers.get("x-forwarded-for"))
+        response = self.factory.routes.respond(request)
+        self.sendData(response.encode(head_only=request.method == "HEAD"))
+        self.wasClean = True  # a complete HTTP exchange, not a failed WebSocket
+        self.dropConnection(abort=False)
+
+    def _head_timed_out(self):
+        self._head_timer = None
+        self.wasNotCleanReason = "no complete request head in time"
+        self.dropConnection(abort=True)
+
+    def _stop_head_timer(self):
+        if self._head_timer is not None and self._head_timer.active():
+            self._head_timer.cancel()
+        self._head_timer = None
+
+    def _resolve_client(self, forwarded_for):
+        return self.factory.clients.resolve(self.transport.getPeer().host, forwarded_for)
+
+    # The WebSocket handshake.
 
     def onConnect(self, request):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
-        self.report = ConnectionReport(self.factory.reactor, request.peer)
+        self.client = self._resolve_client(request.headers.get("x-forwarded-for"))
+        self.report = ConnectionReport(self.factory.reactor, self.client, self.factory.metrics.ended)
         try:
-            target = self.factory.gate.admit(request.params)
+            self.factory.limits.admit(self.client)
+            self._admitted = True
+            target = self.factory.gate.admit(request.params, request.headers.get("origin"))
         except Refusal as refusal:
             return self._accept_for_refusal(refusal, request)
         self.report.target = target.origin
-        self.relay = Relay(self.factory.reactor, self.factory.close_timeout, self.report)
+        self.relay = Relay(self.factory.reactor, self.factory.close_timeout, self.report,
+                           self.factory.limits.idle_timeout)
         self._attempt = self.factory.open_upstream(target, request.protocols, self.relay)
         opened = self._attempt.result
         opened.addCallbacks(self._upstream_opened, self._upstream_failed, errbackArgs=(request,))
@@ -181,6 +246,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             upstream.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "browser went away")
         self.report.upstream_opened()
+        self.factory.metrics.handshake("relayed", 101)
         self._upstream = upstream
         return upstream.websocket_protocol_in_use
 
@@ -201,6 +267,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         # cannot). Echo a requested subprotocol: a browser fails a handshake without one.
         self._refusal = refusal
         self.report.set_outcome(refusal.outcome)
+        self.factory.metrics.handshake(refusal.outcome, refusal.code)
         return request.protocols[0] if request.protocols else None
 
     def onOpen(self):
@@ -209,18 +276,18 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self.sendCloseFrame(self._refusal.code, self._refusal.reason.encode("utf-8")[:123])
         else:
             self.relay.join(self, self._upstream)
+            self.factory.metrics.joined(self.report)
 
     def onClose(self, wasClean, code, reason):
         """IWebSocketChannel API."""
         if self._attempt is not None:
             self._attempt.result.cancel()
         if self.report is None:
-            return  # never got as far as an HTTP request
+            return  # never got as far as a WebSocket request
         if self.relay is not None:
             self.relay.lost(self)
         self.report.set_outcome("browser_left")
-        if self.report.leg_closed(BROWSER, LegClose.of(self, wasClean)):
-            self.report.emit()
+        self.report.leg_closed(BROWSER, LegClose.of(self, wasClean))
 
     def shut_down(self):
         """The relay is stopping: close this connection with 1001, whatever its stage."""
@@ -247,15 +314,13 @@ class UpstreamLeg(LegMixin, WebSocketClientProtocol):
             self.factory.attempt.closed_before_open(self.lost_reason, self.wasNotCleanReason)
             return
         self.relay.lost(self)
-        report = self.relay.report
-        if report.leg_closed(UPSTREAM, LegClose.of(self, wasClean)):
-            report.emit()
+        self.relay.report.leg_closed(UPSTREAM, LegClose.of(self, wasClean))
 
 
 class LegSettings:
-    """Protocol options both legs share, from the command line."""
+    """Protocol options for the two legs, from the command line."""
 
-    def __init__(self, max_message_size, close_timeout, ping_interval, ping_timeout):
+    def __init__(self, max_message_size, close_timeout, ping_interval, ping_timeout, compression="none"):
         self.options = dict(
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
@@ -267,6 +332,8 @@ class LegSettings:
             autoPingRestartOnAnyTraffic=True,
             utf8validateIncoming=True,
         )
+        self.browser_options = dict(self.options, **browser_compression(compression))
+        self.upstream_options = dict(self.options, **upstream_compression(compression))
         self.close_timeout = close_timeout
 
 
@@ -280,7 +347,7 @@ class UpstreamFactory(WebSocketClientFactory):
         self.relay = relay
         self.attempt = None
         # The relay's own deadline bounds the upstream handshake (UpstreamAttempt).
-        self.setProtocolOptions(openHandshakeTimeout=0, **settings.options)
+        self.setProtocolOptions(openHandshakeTimeout=0, **settings.upstream_options)
 
 
 class RelayServerFactory(WebSocketServerFactory):
@@ -288,23 +355,28 @@ class RelayServerFactory(WebSocketServerFactory):
 
     protocol = BrowserLeg
 
-    def __init__(self, reactor, gate, settings, connect_timeout, trust_root, connect=None):
+    def __init__(self, reactor, gate, settings, connect_timeout, trust_root, limits=None,
+                 clients=None, routes=None, metrics=None, connect=None):
         super().__init__(server=None, reactor=reactor)
         self.gate = gate
         self.settings = settings
         self.close_timeout = settings.close_timeout
         self.connect_timeout = connect_timeout
         self.trust_root = trust_root
+        self.limits = limits or Limits()
+        self.clients = clients or ClientAddresses()
+        self.routes = routes or Routes()
+        self.metrics = metrics or RelayMetrics()
         self._connect = connect or self._connect_endpoint
         self.live = set()
         self._idle_waiters = []
         self.setProtocolOptions(
             webStatus=False,
-            allowNullOrigin=True,
+            allowNullOrigin=True,  # Origin is checked by the Gate, against --allow-origin
             # Covers the HTTP request and the whole upstream attempt; batched timers fire
             # up to a second early, hence the margin.
             openHandshakeTimeout=connect_timeout + 5,
-            **settings.options,
+            **settings.browser_options,
         )
 
     def open_upstream(self, target, protocols, relay):

@@ -122,10 +122,13 @@ class ReadValve:
 class Relay:
     """Joins a browser leg to its upstream leg: forwarding, flow control and closing."""
 
-    def __init__(self, clock, close_timeout, report):
+    def __init__(self, clock, close_timeout, report, idle_timeout=0):
         self.clock = clock
         self.close_timeout = close_timeout
         self.report = report
+        self.idle_timeout = idle_timeout
+        self._idle_check = None
+        self._traffic_seen = -1
         self.browser = None
         self.upstream = None
         self.closing = False
@@ -143,6 +146,19 @@ class Relay:
         self.report.directions = {BROWSER: browser.outbound, UPSTREAM: upstream.outbound}
         browser.registerProducer(ReadValve(upstream), True)
         upstream.registerProducer(ReadValve(browser), True)
+        if self.idle_timeout:
+            self._check_idle()
+
+    def _check_idle(self):
+        # One timer per pair, never touched per message: idle means no message either way
+        # between two checks, so an idle pair is closed after one to two idle_timeouts.
+        traffic = sum(direction.messages for direction in self._directions)
+        if traffic == self._traffic_seen:
+            self._idle_check = None
+            self.close_both("idle", closecodes.GOING_AWAY, b"idle timeout")
+        else:
+            self._traffic_seen = traffic
+            self._idle_check = self.clock.callLater(self.idle_timeout, self._check_idle)
 
     def other(self, leg):
         """The leg on the other side of `leg`."""
@@ -196,16 +212,22 @@ class Relay:
 
     def shut_down(self):
         """The relay is stopping: close both legs with 1001."""
+        self.close_both("shutdown", closecodes.GOING_AWAY, b"relay shutting down")
+
+    def close_both(self, outcome, code, reason):
+        """The relay itself ends the pair: close both legs with `code`."""
         if self._awaiting_answer is not None:
             self._answer()
         if not self.closing:
-            self._begin_closing("shutdown")
+            self._begin_closing(outcome)
             for leg in (self.browser, self.upstream):
                 if leg is not None:
-                    leg.sendCloseFrame(closecodes.GOING_AWAY, b"relay shutting down")
+                    leg.sendCloseFrame(code, reason)
 
     def _begin_closing(self, outcome):
         self.closing = True
+        if self._idle_check is not None and self._idle_check.active():
+            self._idle_check.cancel()
         self.report.set_outcome(outcome)
         for direction in self._directions:
             direction.open = False

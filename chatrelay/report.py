@@ -36,9 +36,10 @@ class LegClose:
 class ConnectionReport:
     """What one browser connection did: outcome, timings, traffic, close codes."""
 
-    def __init__(self, clock, peer):
+    def __init__(self, clock, peer, on_end=lambda report: None):
         self.clock = clock
         self.peer = peer
+        self.on_end = on_end
         self.started = clock.seconds()
         self.connect_seconds = None
         self.target = "-"
@@ -57,15 +58,15 @@ class ConnectionReport:
         self.connect_seconds = self.clock.seconds() - self.started
 
     def leg_closed(self, side, close):
-        """Record a leg's close; return True (once) when every leg that was joined has closed."""
+        """Record a leg's close; once every leg that was opened has closed, report (once)."""
         self.closes[side] = close
         done = self.closes[BROWSER] is not None and (
             self.connect_seconds is None or self.closes[UPSTREAM] is not None
         )
         if done and not self._emitted:
             self._emitted = True
-            return True
-        return False
+            self.emit()
+            self.on_end(self)
 
     def emit(self):
         """Log the connection's one summary event."""

@@ -11,14 +11,17 @@ log = Logger(namespace="chatrelay.service")
 class RelayService(MultiService):
     """Stops listening, then closes every connection with 1001, waiting `grace` seconds at most."""
 
-    def __init__(self, reactor, factory, grace=4.0):
+    def __init__(self, reactor, factory, status=None, grace=4.0):
         super().__init__()
         self.reactor = reactor
         self.factory = factory
+        self.status = status
         self.grace = grace
 
     def stopService(self):
         """IService API."""
+        if self.status is not None:
+            self.status.stopping = True
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._close_connections())
         stopped.addBoth(self._handled_sigterm)

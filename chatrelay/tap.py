@@ -5,17 +5,24 @@ import os
 import txaio
 
 from twisted.application import strports
-from twisted.python import usage
 from twisted.logger import Logger
+from twisted.python import usage
 
 import autobahn
 import autobahn.websocket
 
 from chatrelay import __version__
-from chatrelay.credentials import KeyChecker
+from chatrelay.clients import ClientAddresses, parse_networks
+from chatrelay.compression import LEGS
+from chatrelay.credentials import Credentials
 from chatrelay.gate import Gate
+from chatrelay.http import Routes
 from chatrelay.legs import LegSettings, RelayServerFactory
+from chatrelay.limits import Limits
+from chatrelay.metrics import RelayMetrics
 from chatrelay.service import RelayService
+from chatrelay.static import install_static
+from chatrelay.status import StatusPages
 from chatrelay.targets import Allowlist, TargetError, parse_pattern
 from chatrelay.upstream import PlatformTrustPlus
 
@@ -25,22 +32,31 @@ DEFAULT_LISTEN = r"tcp:8080:interface=127.0.0.1"
 TOKEN_ENVIRONMENT_VARIABLE = "BINANCE_PROXY_TOKEN"
 
 
-def _positive(kind):
+def _number(kind, minimum=0, inclusive=False):
     def coerce(text):
         value = kind(text)
-        if value <= 0:
-            raise ValueError(f"must be positive, not {text}")
+        if value < minimum or (value == minimum and not inclusive):
+            bound = "at least" if inclusive else "more than"
+            raise ValueError(f"must be {bound} {minimum}, not {text}")
         return value
 
-    coerce.coerceDoc = f"A positive {kind.__name__}."
+    coerce.coerceDoc = f"A {kind.__name__} {'>=' if inclusive else '>'} {minimum}."
     return coerce
 
 
-def _non_negative_float(text):
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must not be negative, not {text}")
-    return value
+def _one_of(choices):
+    def coerce(text):
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {text}")
+        return text
+
+    coerce.coerceDoc = f"One of {', '.join(choices)}."
+    return coerce
+
+
+_positive_int = _number(int)
+_positive_float = _number(float)
+_seconds_or_off = _number(float, inclusive=True)
 
 
 class Options(usage.Options):
@@ -52,20 +68,37 @@ class Options(usage.Options):
         "upstream WebSocket at the URL-encoded target, which must match the allowlist. The relay "
         f"token comes from ${TOKEN_ENVIRONMENT_VARIABLE} or --token-file."
     )
+    optFlags = [
+        ["demo", None, "Also run a fake Binance chat in-process and serve a demo page at /demo/."],
+    ]
     optParameters = [
         ["token-file", None, None, "File holding the relay token (instead of the environment)."],
-        ["max-message-size", None, 1 << 20, "Largest message relayed, in bytes (1009 beyond).", _positive(int)],
-        ["connect-timeout", None, 10.0, "Seconds to open the upstream leg (1014 beyond).", _positive(float)],
+        ["max-message-size", None, 1 << 20, "Largest message relayed, in bytes (1009 beyond).", _positive_int],
+        ["connect-timeout", None, 10.0, "Seconds to open the upstream leg (1014 beyond).", _positive_float],
         ["upstream-ca", None, None, "PEM bundle trusted for upstream TLS besides the platform's CAs."],
-        ["close-timeout", None, 5.0, "Seconds to wait for a closing handshake's answer.", _positive(float)],
-        ["ping-interval", None, 30.0, "Seconds between keepalive pings on each leg (0: none).", _non_negative_float],
-        ["ping-timeout", None, 30.0, "Seconds to wait for a keepalive pong (0: no limit).", _non_negative_float],
+        ["close-timeout", None, 5.0, "Seconds to wait for a closing handshake's answer.", _positive_float],
+        ["ping-interval", None, 30.0, "Seconds between keepalive pings on each leg (0: none).", _seconds_or_off],
+        ["ping-timeout", None, 30.0, "Seconds to wait for a keepalive pong (0: no limit).", _seconds_or_off],
+        ["compression", None, "none", "permessage-deflate on which legs: none, browser, upstream or both.",
+         _one_of(LEGS)],
+        ["ticket-ttl", None, 60.0, "Longest validity, in seconds, of a ?ticket= accepted.", _positive_float],
+        ["max-connections", None, 10000, "Browser connections at most (1013 beyond).", _positive_int],
+        ["max-connections-per-ip", None, 32, "Browser connections per client address (1013 beyond).",
+         _positive_int],
+        ["handshake-timeout", None, 10.0, "Seconds for a client to send its request head.", _positive_float],
+        ["idle-timeout", None, 300.0, "Close a pair with 1001 after this long without a message (0: never).",
+         _seconds_or_off],
+        ["max-request-bytes", None, 8192, "Largest request head (request line, headers, query) in bytes.",
+         _positive_int],
     ]
 
     def __init__(self):
         super().__init__()
         self["listen"] = []
         self["allow-target"] = []
+        self["allow-origin"] = []
+        self["trusted-proxy"] = []
+        self["metrics-allow"] = []
         self.environ = os.environ
 
     def opt_listen(self, description):
@@ -81,21 +114,42 @@ class Options(usage.Options):
         except TargetError as error:
             raise usage.UsageError(f"--allow-target {pattern}: {error}")
 
+    def opt_allow_origin(self, origin):
+        """Accept browsers only from this Origin, e.g. https://app.example.com (repeatable;
+        default: any)."""
+        self["allow-origin"].append(origin)
+
+    def opt_trusted_proxy(self, network):
+        """Trust X-Forwarded-For from this address or CIDR block (repeatable; default: none)."""
+        self._add_network("trusted-proxy", network)
+
+    def opt_metrics_allow(self, network):
+        """Serve /metrics to this address or CIDR block (repeatable; default 127.0.0.1 and ::1)."""
+        self._add_network("metrics-allow", network)
+
+    def _add_network(self, key, network):
+        try:
+            parse_networks([network])
+        except ValueError as error:
+            raise usage.UsageError(f"--{key} {network}: {error}")
+        self[key].append(network)
+
     def postOptions(self):
-        """Apply defaults and read the relay token."""
+        """Apply defaults, read the relay token and the upstream CA bundle."""
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if not self["metrics-allow"]:
+            self["metrics-allow"] = ["127.0.0.1", "::1"]
         self["allowlist"] = (
             Allowlist(self["allow-target"]) if self["allow-target"] else Allowlist.from_strings(())
         )
         self["token"] = self._read_token()
-        if self["upstream-ca"] is not None:
-            try:
-                self["trust-root"] = PlatformTrustPlus.from_pem_file(self["upstream-ca"])
-            except (OSError, ValueError) as error:
-                raise usage.UsageError(f"--upstream-ca: {error}")
-        else:
-            self["trust-root"] = PlatformTrustPlus()
+        try:
+            self["trust-root"] = (
+                PlatformTrustPlus.from_pem_file(self["upstream-ca"]) if self["upstream-ca"] else PlatformTrustPlus()
+            )
+        except (OSError, ValueError) as error:
+            raise usage.UsageError(f"--upstream-ca: {error}")
 
     def _read_token(self):
         if self["token-file"] is not None:
@@ -109,10 +163,38 @@ class Options(usage.Options):
             return token
         token = self.environ.get(TOKEN_ENVIRONMENT_VARIABLE, "").strip()
         if not token:
-            raise usage.UsageError(
-                f"no relay token: set {TOKEN_ENVIRONMENT_VARIABLE} or pass --token-file"
-            )
+            raise usage.UsageError(f"no relay token: set {TOKEN_ENVIRONMENT_VARIABLE} or pass --token-file")
         return token
+
+
+def make_factory(config, reactor):
+    """The relay's server factory, configured from the options."""
+    settings = LegSettings(
+        max_message_size=config["max-message-size"],
+        close_timeout=config["close-timeout"],
+        ping_interval=config["ping-interval"],
+        ping_timeout=config["ping-timeout"],
+        compression=config["compression"],
+    )
+    limits = Limits(
+        max_connections=config["max-connections"],
+        max_per_client=config["max-connections-per-ip"],
+        handshake_timeout=config["handshake-timeout"],
+        idle_timeout=config["idle-timeout"],
+        max_head_bytes=config["max-request-bytes"],
+    )
+    credentials = Credentials(config["token"], ticket_ttl=config["ticket-ttl"], clock=reactor.seconds)
+    return RelayServerFactory(
+        reactor,
+        Gate(credentials, config["allowlist"], config["allow-origin"]),
+        settings,
+        connect_timeout=config["connect-timeout"],
+        trust_root=config["trust-root"],
+        limits=limits,
+        clients=ClientAddresses(config["trusted-proxy"]),
+        routes=Routes(),
+        metrics=RelayMetrics(),
+    )
 
 
 def makeService(config, reactor=None):
@@ -121,20 +203,15 @@ def makeService(config, reactor=None):
         from twisted.internet import reactor
     txaio.use_twisted()
     txaio.set_global_log_level("info")
-    settings = LegSettings(
-        max_message_size=config["max-message-size"],
-        close_timeout=config["close-timeout"],
-        ping_interval=config["ping-interval"],
-        ping_timeout=config["ping-timeout"],
-    )
-    factory = RelayServerFactory(
-        reactor,
-        Gate(KeyChecker(config["token"]), config["allowlist"]),
-        settings,
-        connect_timeout=config["connect-timeout"],
-        trust_root=config["trust-root"],
-    )
-    service = RelayService(reactor, factory)
+    factory = make_factory(config, reactor)
+    status = StatusPages(factory, config["metrics-allow"])
+    status.install(factory.routes)
+    install_static(factory.routes)
+    service = RelayService(reactor, factory, status)
+    if config["demo"]:
+        from chatrelay.demo import install_demo
+
+        install_demo(service, factory, config)
     for description in config["listen"]:
         try:
             listener = strports.service(description, factory, reactor=reactor)
@@ -143,11 +220,12 @@ def makeService(config, reactor=None):
         listener.setServiceParent(service)
     log.info(
         "chatrelay {version} (autobahn {autobahn}, NVX {nvx}) listening on {listen}; "
-        "allowed targets: {allowlist}",
+        "allowed targets: {allowlist}; compression: {compression}",
         version=__version__,
         autobahn=autobahn.__version__,
         nvx="on" if autobahn.websocket.USES_NVX else "OFF",
         listen=", ".join(config["listen"]),
         allowlist=str(config["allowlist"]),
+        compression=config["compression"],
     )
     return service

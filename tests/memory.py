@@ -14,7 +14,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 
-from chatrelay.credentials import KeyChecker
+from chatrelay.credentials import Credentials
 from chatrelay.gate import Gate
 from chatrelay.legs import LegSettings, RelayServerFactory
 from chatrelay.targets import Allowlist
@@ -83,7 +83,8 @@ class Harness:
     """One relay factory on a Clock, with helpers to connect browsers and upstreams."""
 
     def __init__(self, allow=("ws://upstream.test:*/chat/",), max_message_size=1 << 20,
-                 connect_timeout=10.0, close_timeout=5.0, ping_interval=0.0, ping_timeout=0.0):
+                 connect_timeout=10.0, close_timeout=5.0, ping_interval=0.0, ping_timeout=0.0,
+                 origins=(), limits=None, clients=None):
         self.clock = MemoryReactorClock()
         self._saved_loop = txaio.config.loop
         txaio.config.loop = self.clock  # Autobahn's timers ignore the factory's reactor
@@ -93,10 +94,12 @@ class Harness:
         settings = LegSettings(max_message_size, close_timeout, ping_interval, ping_timeout)
         self.factory = RelayServerFactory(
             self.clock,
-            Gate(KeyChecker(TOKEN), Allowlist.from_strings(allow)),
+            Gate(Credentials(TOKEN, clock=self.clock.seconds), Allowlist.from_strings(allow), origins),
             settings,
             connect_timeout=connect_timeout,
             trust_root=None,
+            limits=limits,
+            clients=clients,
             connect=self._connect,
         )
         self.upstream_factory = WebSocketServerFactory()
@@ -110,16 +113,29 @@ class Harness:
     def _connect(self, target, factory):
         return UpstreamAttempt(self.clock, HeldEndpoint(self), factory, self.connect_timeout)
 
-    def browser(self, query=None, protocols=None):
+    def browser(self, query=None, protocols=None, headers=None, origin=None, peer="192.0.2.7"):
         """Connect a browser with the given query string (default: good key and target)."""
         if query is None:
             query = relay_query()
-        factory = WebSocketClientFactory(f"ws://relay.test/chat-relay//?{query}", protocols=protocols)
+        factory = WebSocketClientFactory(
+            f"ws://relay.test/chat-relay//?{query}", protocols=protocols, headers=headers, origin=origin
+        )
         factory.protocol = BrowserClient
         factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=0, closeHandshakeTimeout=30)
         client = factory.buildProtocol(None)
-        server = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
-        self._connect_pair(server, client)
+        server = self.factory.buildProtocol(IPv4Address("TCP", peer, 40000))
+        self._connect_pair(server, client, peer=peer)
+        return client
+
+    def raw(self, peer="192.0.2.8"):
+        """A raw TCP client to the relay: (its protocol, its transport); nothing sent yet."""
+        from twisted.internet.protocol import Protocol
+
+        client = Protocol()
+        client.received = bytearray()
+        client.dataReceived = client.received.extend
+        server = self.factory.buildProtocol(IPv4Address("TCP", peer, 40001))
+        self._connect_pair(server, client, peer=peer)
         return client
 
     def upstream(self):
@@ -138,10 +154,11 @@ class Harness:
         connecting.errback(reason)
         self.flush()
 
-    def _connect_pair(self, server, client, greet=True):
+    def _connect_pair(self, server, client, greet=True, peer="192.0.2.9"):
+        peer_address = IPv4Address("TCP", peer, 40000)
+        server_transport = iosim.FakeTransport(server, isServer=True, peerAddress=peer_address)
         pump = iosim.connect(
-            server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client),
-            greet=False, clock=self.clock,
+            server, server_transport, client, iosim.makeFakeClient(client), greet=False, clock=self.clock,
         )
         self.pumps.append(pump)
         if greet:

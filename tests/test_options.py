@@ -83,7 +83,7 @@ def test_upstream_ca_bundle(tmp_path):
 
 def test_make_service_listens_on_each_endpoint():
     """One listener per --listen, under one service."""
-    from twisted.internet.testing import MemoryReactor
+    from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 
     options = parse(["--listen", "tcp:0:interface=127.0.0.1", "--listen", r"tcp6:0:interface=\:\:1"])
     service = makeService(options, reactor=MemoryReactor())
@@ -92,7 +92,7 @@ def test_make_service_listens_on_each_endpoint():
 
 def test_bad_listen_description_exits_with_a_message():
     """An endpoint string Twisted cannot parse stops start-up with a clear message."""
-    from twisted.internet.testing import MemoryReactor
+    from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 
     with pytest.raises(SystemExit, match="cannot use --listen"):
         makeService(parse(["--listen", "tcp:0:interface=::1"]), reactor=MemoryReactor())

@@ -1,0 +1,89 @@
+"""Plain HTTP on the relay's port: the few requests that are not WebSocket upgrades.
+
+Served straight from the browser leg's handshake parser (see BrowserLeg.processHandshake):
+one request, one response, then the connection closes.
+"""
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+_UPGRADE_HEADER = re.compile(rb"\r\nupgrade:", re.IGNORECASE)
+_STATUS_TEXT = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+def wants_upgrade(head):
+    """Whether the request head (bytes up to the blank line) has an Upgrade header."""
+    return _UPGRADE_HEADER.search(head) is not None
+
+
+@dataclass
+class PlainRequest:
+    """A request without Upgrade: method, path, query, lower-cased headers, client address."""
+
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    client: str = None
+
+
+@dataclass
+class Response:
+    """What goes back: status, content type, body, extra headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict = field(default_factory=dict)
+
+    def encode(self, head_only=False):
+        """The whole HTTP/1.1 response, closing the connection."""
+        lines = [
+            f"HTTP/1.1 {self.status} {_STATUS_TEXT.get(self.status, '')}",
+            f"Content-Type: {self.content_type}",
+            f"Content-Length: {len(self.body)}",
+            "Cache-Control: no-store",
+            "X-Content-Type-Options: nosniff",
+            "Connection: close",
+        ]
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head if head_only else head + self.body
+
+
+def parse_plain_request(head):
+    """Parse a request head into a PlainRequest, or None if it is not well formed."""
+    try:
+        text = head.decode("latin-1")
+        request_line, *header_lines = text.split("\r\n")
+        method, target, _version = request_line.split(" ")
+        headers = {}
+        for line in header_lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        parts = urlsplit(target)
+    except ValueError:
+        return None
+    return PlainRequest(method, parts.path or "/", parse_qs(parts.query), headers)
+
+
+class Routes:
+    """Handlers for plain requests, by path; a path also matches under any prefix (nginx's)."""
+
+    def __init__(self):
+        self._handlers = {}
+
+    def add(self, path, handler):
+        """Serve `path` (starting with /, e.g. /healthz) with handler(request) -> Response."""
+        self._handlers[path] = handler
+
+    def respond(self, request):
+        """The Response for a request."""
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed\n", headers={"Allow": "GET, HEAD"})
+        for path, handler in self._handlers.items():
+            if request.path.endswith(path):
+                return handler(request)
+        return Response(404, b"not found: this is a WebSocket relay\n")

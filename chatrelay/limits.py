@@ -1,0 +1,72 @@
+"""Limits that keep one client, or a flood of them, from hurting the others."""
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from chatrelay import closecodes
+from chatrelay.gate import Refusal
+
+AT_CAPACITY = Refusal(closecodes.TRY_AGAIN_LATER, "relay at capacity", "over_capacity")
+CLIENT_AT_CAPACITY = Refusal(closecodes.TRY_AGAIN_LATER, "too many connections from this address", "over_client_limit")
+
+_METHOD = re.compile(rb"[A-Z]{1,16} ")
+_METHOD_SO_FAR = re.compile(rb"[A-Z]{0,16}\Z")
+
+
+@dataclass(frozen=True)
+class HeadProblem:
+    """Why a request head is refused before it is parsed: HTTP status and reason."""
+
+    status: int
+    reason: str
+
+
+NOT_HTTP = HeadProblem(400, "Bad Request")
+HEAD_TOO_LARGE = HeadProblem(431, "Request Header Fields Too Large")
+LINE_TOO_LONG = HeadProblem(414, "URI Too Long")
+
+
+class Limits:
+    """Connection counts (total and per client address) and request-head bounds."""
+
+    def __init__(self, max_connections=10000, max_per_client=32, handshake_timeout=10.0,
+                 idle_timeout=300.0, max_head_bytes=8192, max_request_line=4096):
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.max_head_bytes = max_head_bytes
+        self.max_request_line = max_request_line
+        self.total = 0
+        self._per_client = Counter()
+
+    def admit(self, client):
+        """Count a browser connection from `client`, or raise Refusal (1013) when over a limit."""
+        if self.total >= self.max_connections:
+            raise AT_CAPACITY
+        if self._per_client[client] >= self.max_per_client:
+            raise CLIENT_AT_CAPACITY
+        self.total += 1
+        self._per_client[client] += 1
+
+    def release(self, client):
+        """An admitted connection from `client` is gone."""
+        self.total -= 1
+        self._per_client[client] -= 1
+        if not self._per_client[client]:
+            del self._per_client[client]
+
+    def inspect_head(self, head):
+        """A HeadProblem if the bytes received so far cannot be an acceptable request head."""
+        if not _METHOD.match(head):
+            if len(head) > 17 or not _METHOD_SO_FAR.match(head):
+                return NOT_HTTP  # junk, or TLS spoken to a plain port: no need to wait
+            return None
+        end = head.find(b"\r\n\r\n")
+        if (end if end >= 0 else len(head)) > self.max_head_bytes:
+            return HEAD_TOO_LARGE
+        line_end = head.find(b"\r\n")
+        if (line_end if line_end >= 0 else len(head)) > self.max_request_line:
+            return LINE_TOO_LONG
+        return None

@@ -1,0 +1,253 @@
+"""Production safeguards, in memory: limits, request-head bounds, origins, tickets, health, metrics."""
+
+import json
+
+import pytest
+
+from chatrelay.clients import ClientAddresses
+from chatrelay.credentials import mint_ticket
+from chatrelay.limits import Limits
+from chatrelay.status import StatusPages
+from tests.memory import TOKEN, UPSTREAM_URL, Harness, relay_query
+
+
+@pytest.fixture
+def make_harness():
+    made = []
+
+    def make(**kwargs):
+        made.append(Harness(**kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.restore()
+
+
+def get(harness, path, peer="127.0.0.1", headers=""):
+    """A plain HTTP GET; returns (status, body)."""
+    client = harness.raw(peer=peer)
+    client.transport.write(f"GET {path} HTTP/1.1\r\nHost: relay.test\r\n{headers}\r\n".encode())
+    harness.flush()
+    head, _, body = bytes(client.received).partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+# Connection limits.
+
+def test_connections_beyond_the_maximum_get_1013(make_harness):
+    """--max-connections: the next browser is told to try again later."""
+    harness = make_harness(limits=Limits(max_connections=2, max_per_client=10))
+    harness.browser(peer="192.0.2.1")
+    harness.browser(peer="192.0.2.2")
+    third = harness.browser(peer="192.0.2.3")
+    assert third.closed[1] == 1013
+    assert len(harness.held) == 2
+
+
+def test_connections_per_client_address_are_limited(make_harness):
+    """--max-connections-per-ip: one address cannot take the relay for itself."""
+    harness = make_harness(limits=Limits(max_connections=100, max_per_client=2))
+    harness.browser(peer="192.0.2.1")
+    harness.browser(peer="192.0.2.1")
+    assert harness.browser(peer="192.0.2.1").closed[1] == 1013
+    other = harness.browser(peer="192.0.2.2")
+    assert other.closed is None
+
+
+def test_a_closed_connection_frees_its_slot(make_harness):
+    """Slots come back when connections go."""
+    harness = make_harness(limits=Limits(max_connections=100, max_per_client=1))
+    first = harness.browser(peer="192.0.2.1")
+    harness.upstream()
+    first.sendCloseFrame(1000)
+    harness.flush()
+    assert harness.factory.limits.total == 0
+    assert harness.browser(peer="192.0.2.1").closed is None
+
+
+def test_forwarded_for_counts_only_from_trusted_proxies(make_harness):
+    """Behind nginx (a trusted proxy) the limit applies to X-Forwarded-For's client, not nginx."""
+    harness = make_harness(limits=Limits(max_per_client=1), clients=ClientAddresses(["127.0.0.1"]))
+    via_nginx = {"X-Forwarded-For": "198.51.100.1"}
+    harness.browser(peer="127.0.0.1", headers=via_nginx)
+    assert harness.browser(peer="127.0.0.1", headers={"X-Forwarded-For": "198.51.100.2"}).closed is None
+    assert harness.browser(peer="127.0.0.1", headers=via_nginx).closed[1] == 1013
+    # From an untrusted peer the header is ignored: the TCP peer is the client.
+    harness.browser(peer="192.0.2.5", headers={"X-Forwarded-For": "198.51.100.9"})
+    assert harness.browser(peer="192.0.2.5", headers={"X-Forwarded-For": "198.51.100.10"}).closed[1] == 1013
+
+
+@pytest.mark.parametrize(
+    "peer, header, expected",
+    [
+        ("127.0.0.1", "198.51.100.1", "198.51.100.1"),
+        ("127.0.0.1", "203.0.113.9, 198.51.100.1", "198.51.100.1"),  # rightmost untrusted hop
+        ("127.0.0.1", "198.51.100.1, 127.0.0.1", "198.51.100.1"),
+        ("127.0.0.1", "garbage", "127.0.0.1"),
+        ("192.0.2.1", "198.51.100.1", "192.0.2.1"),  # untrusted peer: header ignored
+        ("127.0.0.1", None, "127.0.0.1"),
+    ],
+)
+def test_client_address_resolution(peer, header, expected):
+    """Only a trusted proxy's X-Forwarded-For is believed, and only its rightmost foreign hop."""
+    assert ClientAddresses(["127.0.0.0/8"]).resolve(peer, header) == expected
+
+
+# The request head: bounded, and junk dropped quickly without disturbing anyone.
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS ClientHello on a plain port
+        (b"\x00\x01\x02junk", 400),
+        (b"get / HTTP/1.1\r\n", 400),
+        (b"GET /?" + b"x" * 5000 + b" HTTP/1.1\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"y" * 9000, 431),
+    ],
+)
+def test_bad_request_heads_are_refused_at_once(make_harness, data, status):
+    """Junk, TLS on a plain port, oversized lines or headers: an HTTP error, then the door."""
+    harness = make_harness()
+    bystander = harness.browser()
+    upstream = harness.upstream()
+    client = harness.raw()
+    client.transport.write(data)
+    harness.flush()
+    assert bytes(client.received).startswith(f"HTTP/1.1 {status}".encode())
+    assert client.transport.disconnected
+    bystander.sendMessage(b"still here")
+    harness.flush()
+    assert upstream.messages == [(b"still here", False)]
+
+
+def test_slow_request_head_is_dropped(make_harness):
+    """Slowloris: a head not complete within --handshake-timeout is dropped."""
+    harness = make_harness(limits=Limits(handshake_timeout=10.0))
+    client = harness.raw()
+    client.transport.write(b"GET /chat-relay/?key=x HTTP/1.1\r\nHost: a\r\n")
+    harness.advance(9.0)
+    assert not client.transport.disconnected
+    harness.advance(1.5)
+    assert client.transport.disconnected
+
+
+def test_idle_pair_is_closed_with_1001(make_harness):
+    """No message either way for --idle-timeout: both legs hear 1001."""
+    harness = make_harness(limits=Limits(idle_timeout=100.0))
+    browser = harness.browser()
+    upstream = harness.upstream()
+    harness.advance(60)
+    browser.sendMessage(b'{"type":"ping"}')
+    harness.flush()
+    harness.advance(100)
+    assert browser.closed is None
+    harness.advance(100)
+    assert browser.closed[1] == 1001 and upstream.closed[1] == 1001
+
+
+# Origins.
+
+def test_origin_not_listed_gets_4403(make_harness):
+    """--allow-origin: other origins (and none) are refused before Binance is contacted."""
+    harness = make_harness(origins=["https://app.example.com"])
+    assert harness.browser(origin="https://evil.example.com").closed[1] == 4403
+    assert harness.browser().closed[1] == 4403
+    assert harness.held == []
+    allowed = harness.browser(origin="https://app.example.com")
+    assert allowed.closed is None and len(harness.held) == 1
+
+
+# Tickets.
+
+def ticket_query(harness, target=UPSTREAM_URL, ttl=60, now=None, signed_target=None):
+    now = harness.clock.seconds() if now is None else now
+    ticket = mint_ticket(TOKEN, signed_target or target, ttl=ttl, now=now)
+    from urllib.parse import urlencode
+
+    return urlencode([("ticket", ticket), ("target", target)])
+
+
+def test_a_ticket_opens_the_relay_without_the_key(make_harness):
+    """A fresh ticket for exactly this target is as good as the key."""
+    harness = make_harness()
+    harness.clock.advance(1_700_000_000)
+    browser = harness.browser(ticket_query(harness))
+    harness.upstream()
+    assert browser.opened and browser.closed is None
+
+
+@pytest.mark.parametrize("case", ["expired", "too_long", "wrong_target", "tampered", "garbage", "with_key"])
+def test_bad_tickets_get_4401(make_harness, case):
+    """Expired, longer than --ticket-ttl, for another target, tampered or malformed: 4401."""
+    harness = make_harness()
+    harness.clock.advance(1_700_000_000)
+    now = harness.clock.seconds()
+    query = {
+        "expired": lambda: ticket_query(harness, now=now - 61),
+        "too_long": lambda: ticket_query(harness, ttl=3600),
+        "wrong_target": lambda: ticket_query(harness, signed_target=UPSTREAM_URL + "x"),
+        "tampered": lambda: ticket_query(harness).replace("ticket=17", "ticket=18"),
+        "garbage": lambda: "ticket=abc&target=" + UPSTREAM_URL,
+        "with_key": lambda: ticket_query(harness) + "&key=" + TOKEN,
+    }[case]()
+    assert harness.browser(query).closed[1] == 4401
+    assert harness.held == []
+
+
+# Health and metrics, on the same port.
+
+def test_healthz_reports_connections_and_503_while_stopping(make_harness):
+    """200 with counts; 503 once the relay is shutting down."""
+    harness = make_harness()
+    status = StatusPages(harness.factory)
+    status.install(harness.factory.routes)
+    harness.browser()
+    harness.upstream()
+    code, body = get(harness, "/healthz")
+    assert code == 200
+    assert json.loads(body) == {"status": "ok", "connections": 2, "pairs": 1}
+    status.stopping = True
+    assert get(harness, "/chat-relay/healthz")[0] == 503
+
+
+def test_metrics_count_handshakes_closes_and_traffic(make_harness):
+    """Prometheus text: pairs, handshakes by outcome, closes by side and code, bytes each way."""
+    harness = make_harness()
+    StatusPages(harness.factory).install(harness.factory.routes)
+    harness.browser(relay_query(key="wrong"))
+    browser = harness.browser()
+    upstream = harness.upstream()
+    browser.sendMessage(b"12345")
+    harness.flush()
+    text = get(harness, "/metrics")[1].decode()
+    assert "chatrelay_open_pairs 1.0" in text
+    assert 'chatrelay_handshakes_total{code="4401",outcome="bad_key"} 1.0' in text
+    assert 'chatrelay_handshakes_total{code="101",outcome="relayed"} 1.0' in text
+    assert 'chatrelay_relayed_bytes_total{direction="browser_to_upstream"} 5.0' in text
+    assert "chatrelay_upstream_connect_seconds_count 1.0" in text
+    upstream.sendCloseFrame(4001, b"x")
+    harness.flush()
+    text = get(harness, "/metrics")[1].decode()
+    assert 'chatrelay_closes_total{code="4001",side="upstream"} 1.0' in text
+    assert "chatrelay_open_pairs 0.0" in text
+    assert 'chatrelay_relayed_bytes_total{direction="browser_to_upstream"} 5.0' in text
+
+
+def test_metrics_refused_outside_metrics_allow(make_harness):
+    """/metrics only for --metrics-allow addresses, resolved through trusted proxies."""
+    harness = make_harness(clients=ClientAddresses(["127.0.0.1"]))
+    StatusPages(harness.factory, ["127.0.0.1"]).install(harness.factory.routes)
+    assert get(harness, "/metrics", peer="192.0.2.1")[0] == 403
+    assert get(harness, "/metrics", peer="127.0.0.1", headers="X-Forwarded-For: 198.51.100.1\r\n")[0] == 403
+    assert get(harness, "/metrics", peer="127.0.0.1")[0] == 200
+
+
+def test_unknown_plain_paths_get_404_and_other_methods_405(make_harness):
+    """Plain HTTP elsewhere is a 404; only GET and HEAD are served."""
+    harness = make_harness()
+    assert get(harness, "/chat-relay/")[0] == 404
+    client = harness.raw()
+    client.transport.write(b"POST /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    harness.flush()
+    assert bytes(client.received).startswith(b"HTTP/1.1 405")
