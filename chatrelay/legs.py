@@ -225,7 +225,10 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
     def onConnect(self, request):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
         self.client = self._resolve_client(request.headers.get("x-forwarded-for"))
-        self.report = ConnectionReport(self.factory.reactor, self.client, self.factory.metrics.ended)
+        tcp_peer = self.transport.getPeer()
+        self.report = ConnectionReport(
+            self.factory.reactor, self.client, f"{tcp_peer.host}:{tcp_peer.port}", self.factory.metrics.ended
+        )
         try:
             self.factory.limits.admit(self.client)
             self._admitted = True

@@ -36,9 +36,10 @@ class LegClose:
 class ConnectionReport:
     """What one browser connection did: outcome, timings, traffic, close codes."""
 
-    def __init__(self, clock, peer, on_end=lambda report: None):
+    def __init__(self, clock, peer, tcp_peer="-", on_end=lambda report: None):
         self.clock = clock
         self.peer = peer
+        self.tcp_peer = tcp_peer
         self.on_end = on_end
         self.started = clock.seconds()
         self.connect_seconds = None
@@ -73,11 +74,12 @@ class ConnectionReport:
         up = self.directions[BROWSER]
         down = self.directions[UPSTREAM]
         log.info(
-            "{peer} {outcome} after {duration:.3f}s; target {target} opened in {connect}; "
+            "{peer} [{tcp_peer}] {outcome} after {duration:.3f}s; target {target} opened in {connect}; "
             "close browser {browser_close} upstream {upstream_close}; "
             "browser->upstream {up_messages} msgs {up_bytes} B; "
             "upstream->browser {down_messages} msgs {down_bytes} B",
             peer=self.peer,
+            tcp_peer=self.tcp_peer,
             outcome=self.outcome or "closed",
             duration=self.clock.seconds() - self.started,
             target=self.target,

@@ -31,13 +31,14 @@ def twistd_path():
 class RelayProcess(protocol.ProcessProtocol):
     """`twistd -n chatrelay` in a subprocess: its output, its port, its exit code."""
 
-    _port_line = re.compile(rb"RelayServerFactory starting on (\d+)")
+    _port_line = re.compile(rb"RelayServerFactory(?: \(TLS\))? starting on (\d+)")
 
     def __init__(self):
         self.output = bytearray()
         self.port = None
         self.started = defer.Deferred()
         self.ended = defer.Deferred()
+        self._watches = []
 
     @property
     def pid(self):
@@ -49,9 +50,24 @@ class RelayProcess(protocol.ProcessProtocol):
         """Everything the relay printed so far."""
         return self.output.decode("utf-8", "replace")
 
+    def wait_for(self, pattern):
+        """Fires with the regex match once the output matches `pattern` (bytes)."""
+        watch = (re.compile(pattern), defer.Deferred())
+        self._watches.append(watch)
+        self._check_watches()
+        return watch[1]
+
+    def _check_watches(self):
+        for watch in list(self._watches):
+            match = watch[0].search(self.output)
+            if match:
+                self._watches.remove(watch)
+                watch[1].callback(match)
+
     def outReceived(self, data):
         """ProcessProtocol API."""
         self.output += data
+        self._check_watches()
         if self.port is None:
             match = self._port_line.search(self.output)
             if match:
@@ -102,14 +118,14 @@ def start_relay(reactor, *args, token=TOKEN, env=None):
     return relay.started.addTimeout(WAIT, reactor)
 
 
-def relay_url(port, target, key=TOKEN, path="/chat-relay//"):
+def relay_url(port, target, key=TOKEN, path="/chat-relay//", base="ws://127.0.0.1"):
     """The URL a browser opens, as the field's hook builds it."""
     params = []
     if key is not None:
         params.append(("key", key))
     if target is not None:
         params.append(("target", target))
-    return f"ws://127.0.0.1:{port}{path}?{urlencode(params)}"
+    return f"{base}:{port}{path}?{urlencode(params)}"
 
 
 class Browser(WebSocketClientProtocol):
@@ -180,7 +196,7 @@ class Browser(WebSocketClientProtocol):
         return self._flood.done
 
 
-def open_browser(reactor, url, protocols=None):
+def open_browser(reactor, url, protocols=None, endpoint=None):
     """Connect a Browser to `url`; returns its factory, whose `opened` and `closed` Deferreds tell."""
     factory = WebSocketClientFactory(url, protocols=protocols)
     factory.protocol = Browser
@@ -188,7 +204,7 @@ def open_browser(reactor, url, protocols=None):
     factory.opened = defer.Deferred().addTimeout(WAIT, reactor)
     factory.closed = defer.Deferred().addTimeout(WAIT, reactor)
     factory.opened.addErrback(lambda failure: failure)  # read by the test, or by `closed`
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", factory.port)
+    endpoint = endpoint or TCP4ClientEndpoint(reactor, "127.0.0.1", factory.port)
     endpoint.connect(factory).addErrback(factory.closed.errback)
     return factory
 
@@ -222,3 +238,8 @@ def wait_until_stalled(reactor, progress, quiet=1.0, limit=WAIT):
     check()
     return done
 
+
+
+def wait_for_log(reactor, relay, text):
+    """Fires once the relay has printed `text`."""
+    return relay.wait_for(re.escape(text.encode())).addTimeout(WAIT, reactor)

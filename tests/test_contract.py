@@ -17,6 +17,7 @@ from tests.loopback import (
     refused_port,
     relay_url,
     start_relay,
+    wait_for_log,
     wait_until_stalled,
 )
 
@@ -280,7 +281,7 @@ def test_logs_have_one_line_per_connection_and_no_secrets(reactor, relay, fake):
     factory, browser, binance = yield open_pair(reactor, relay, fake)
     browser.sendMessage(b"hello")
     yield binance.next_message()
-    peer = "127.0.0.1:%d" % browser.transport.getHost().port
+    peer = "127.0.0.1 [127.0.0.1:%d]" % browser.transport.getHost().port
     binance.close(4002, "done")
     yield factory.closed
     yield wait_for_log(reactor, relay, peer)
@@ -289,10 +290,6 @@ def test_logs_have_one_line_per_connection_and_no_secrets(reactor, relay, fake):
     assert "close browser 4002/relay upstream 4002/peer" in line
     for secret in (TOKEN, fake.listen_key, "token=", "TOKEN", "clientType"):
         assert secret not in relay.text
-
-
-def wait_for_log(reactor, relay, text):
-    return wait_until_stalled(reactor, lambda: None if text in relay.text else len(relay.output), quiet=WAIT)
 
 
 # Flow control: a stalled reader bounds the relay's memory.

@@ -1,0 +1,122 @@
+"""TLS on both legs, with certificates made for the test: direct `ssl:` listening, and an upstream
+verified against --upstream-ca (a wrong host name or an unknown CA is a 1014)."""
+
+import json
+
+import pytest
+import pytest_twisted
+
+from twisted.internet import ssl
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+
+from chatrelay.fakebinance import FakeBinance
+from tests.certs import CertificateAuthority
+from tests.loopback import open_browser, relay_url, start_relay
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pki")
+    ca = CertificateAuthority()
+    (directory / "ca.pem").write_bytes(ca.cert_pem)
+    good = directory / "good"
+    good.mkdir()
+    ca.write_server_files(good, "localhost", "127.0.0.1")
+    wrong = directory / "wrong"
+    wrong.mkdir()
+    ca.write_server_files(wrong, "other.test")
+    return directory, ca
+
+
+def tls_fake(reactor, server_dir):
+    fake = FakeBinance(reactor)
+    key, cert = server_dir / "key.pem", server_dir / "cert.pem"
+    pytest_twisted.blockon(fake.listen(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"))
+    return fake
+
+
+def wss_target(fake):
+    return fake.chat_url().replace("ws://127.0.0.1", "wss://localhost")
+
+
+@pytest.fixture(scope="module")
+def fakes(pki):
+    from twisted.internet import reactor
+
+    directory, _ = pki
+    good, wrong = tls_fake(reactor, directory / "good"), tls_fake(reactor, directory / "wrong")
+    yield good, wrong
+    pytest_twisted.blockon(good.stop())
+    pytest_twisted.blockon(wrong.stop())
+
+
+@pytest.fixture
+def relay_with_ca(pki, reactor):
+    directory, _ = pki
+    process = pytest_twisted.blockon(
+        start_relay(reactor, "--allow-target", "wss://localhost:*/chat/",
+                    "--upstream-ca", str(directory / "ca.pem"))
+    )
+    yield process
+    process.kill()
+
+
+@pytest_twisted.inlineCallbacks
+def test_upstream_tls_verified_with_the_extra_ca(reactor, relay_with_ca, fakes):
+    """With --upstream-ca the relay trusts the test CA and relays over wss."""
+    good, _ = fakes
+    factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(good)))
+    browser = yield factory.opened
+    binance = yield good.next_connection()
+    browser.sendMessage(json.dumps({"type": "text", "orderNo": "1", "content": "over TLS", "uuid": "u1"}).encode())
+    echo, _ = yield browser.next_message()
+    assert json.loads(echo)["content"] == "over TLS"
+    binance.close(4000, "tls bye")
+    assert (yield factory.closed) == (True, 4000, "tls bye")
+
+
+@pytest_twisted.inlineCallbacks
+def test_upstream_with_wrong_host_name_gives_1014(reactor, relay_with_ca, fakes):
+    """A certificate from the right CA for another name is refused: 1014."""
+    _, wrong = fakes
+    factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(wrong)))
+    yield factory.opened
+    assert (yield factory.closed) == (True, 1014, "upstream TLS hostname mismatch")
+
+
+@pytest_twisted.inlineCallbacks
+def test_upstream_with_unknown_ca_gives_1014(reactor, fakes):
+    """Without --upstream-ca the test CA is unknown: 1014, and no message reaches Binance."""
+    good, _ = fakes
+    relay = yield start_relay(reactor, "--allow-target", "wss://localhost:*/chat/")
+    try:
+        factory = open_browser(reactor, relay_url(relay.port, wss_target(good)))
+        yield factory.opened
+        assert (yield factory.closed) == (True, 1014, "upstream TLS certificate not trusted")
+    finally:
+        relay.kill()
+
+
+@pytest_twisted.inlineCallbacks
+def test_direct_tls_listening(reactor, pki, fakes):
+    """--listen ssl:... serves wss:// itself, with the certificate given."""
+    directory, ca = pki
+    good, _ = fakes
+    key, cert = directory / "good" / "key.pem", directory / "good" / "cert.pem"
+    relay = yield start_relay(
+        reactor, "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--allow-target", "wss://localhost:*/chat/", "--upstream-ca", str(directory / "ca.pem"),
+    )
+    try:
+        match = yield relay.wait_for(rb"RelayServerFactory \(TLS\) starting on (\d+)").addTimeout(15, reactor)
+        tls_port = int(match.group(1))
+        options = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(ca.cert_pem))
+        endpoint = wrapClientTLS(options, TCP4ClientEndpoint(reactor, "127.0.0.1", tls_port))
+        url = relay_url(tls_port, wss_target(good), base="wss://localhost")
+        factory = open_browser(reactor, url, endpoint=endpoint)
+        browser = yield factory.opened
+        yield good.next_connection()
+        browser.sendClose(1000)
+        assert (yield factory.closed)[:2] == (True, 1000)
+    finally:
+        relay.kill()
