@@ -24,6 +24,7 @@ setup(
         "test": [
             "pytest>=9",
             "pytest-twisted>=1.14.3",
+            "pytest-timeout",
             "cryptography",
         ],
     },
