@@ -27,21 +27,32 @@ def mint_ticket(token, target, ttl=60, now=None):
     return f"{expiry}.{_signature(token, expiry, target)}"
 
 
-class Credentials:
-    """Checks a browser's `key` or `ticket` against the relay token, in constant time."""
+def split_tokens(text):
+    """The tokens in `text`: one per line or comma-separated (several while rotating)."""
+    return [token.strip() for token in text.replace(",", "\n").splitlines() if token.strip()]
 
-    def __init__(self, token, ticket_ttl=60, clock=time.time):
-        if not token:
+
+class Credentials:
+    """Checks a browser's `key` or `ticket` against the relay token(s), in constant time.
+
+    More than one token is accepted while rotating: add the new one, move the backend over,
+    then drop the old one.
+    """
+
+    def __init__(self, tokens, ticket_ttl=60, clock=time.time):
+        tokens = [tokens] if isinstance(tokens, str) else list(tokens)
+        if not tokens or not all(tokens):
             raise ValueError("the relay token is empty")
-        self._token = token
-        self._key_digest = hashlib.sha256(token.encode("utf-8")).digest()
+        self._tokens = tokens
+        self._key_digests = [hashlib.sha256(token.encode("utf-8")).digest() for token in tokens]
         self.ticket_ttl = ticket_ttl
         self._clock = clock
 
     def check_key(self, presented):
-        """Whether `presented` is the relay token (time independent of where they differ)."""
+        """Whether `presented` is a relay token (time independent of where they differ)."""
         candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-        return hmac.compare_digest(candidate, self._key_digest)
+        matches = [hmac.compare_digest(candidate, digest) for digest in self._key_digests]
+        return any(matches)
 
     def check_ticket(self, ticket, target):
         """Whether `ticket` is a current ticket for exactly `target`."""
@@ -52,5 +63,9 @@ class Credentials:
         now = self._clock()
         if not now < expiry <= now + self.ticket_ttl + 1:  # one second of clock rounding
             return False
-        expected = _signature(self._token, expiry, target)
-        return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "surrogateescape"))
+        presented = signature.encode("utf-8", "surrogateescape")
+        matches = [
+            hmac.compare_digest(_signature(token, expiry, target).encode("ascii"), presented)
+            for token in self._tokens
+        ]
+        return any(matches)

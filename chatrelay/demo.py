@@ -84,7 +84,7 @@ def _json(body):
 
 def install_demo(service, factory, config):
     """Attach the demo to the relay service."""
-    demo = DemoService(factory, config["token"], config["ticket-ttl"])
+    demo = DemoService(factory, config["token"][0], config["ticket-ttl"])
     demo.setServiceParent(service)
     demo.install(factory.routes)
     return demo

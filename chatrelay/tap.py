@@ -14,7 +14,7 @@ import autobahn.websocket
 from chatrelay import __version__
 from chatrelay.clients import ClientAddresses, parse_networks
 from chatrelay.compression import LEGS
-from chatrelay.credentials import Credentials
+from chatrelay.credentials import Credentials, split_tokens
 from chatrelay.gate import Gate
 from chatrelay.http import Routes
 from chatrelay.legs import LegSettings, RelayServerFactory
@@ -155,16 +155,16 @@ class Options(usage.Options):
         if self["token-file"] is not None:
             try:
                 with open(self["token-file"], encoding="utf-8") as token_file:
-                    token = token_file.read().strip()
+                    tokens = split_tokens(token_file.read())
             except OSError as error:
                 raise usage.UsageError(f"--token-file: {error.strerror}: {self['token-file']}")
-            if not token:
+            if not tokens:
                 raise usage.UsageError(f"--token-file: {self['token-file']} is empty")
-            return token
-        token = self.environ.get(TOKEN_ENVIRONMENT_VARIABLE, "").strip()
-        if not token:
+            return tokens
+        tokens = split_tokens(self.environ.get(TOKEN_ENVIRONMENT_VARIABLE, ""))
+        if not tokens:
             raise usage.UsageError(f"no relay token: set {TOKEN_ENVIRONMENT_VARIABLE} or pass --token-file")
-        return token
+        return tokens
 
 
 def make_factory(config, reactor):

@@ -3,14 +3,14 @@
     BINANCE_PROXY_TOKEN=... python -m chatrelay.ticket TARGET [--ttl SECONDS]
     python -m chatrelay.ticket TARGET --token-file /etc/chatrelay/token
 
-Prints the ticket; the browser then opens ?ticket=<ticket>&target=<TARGET>, both URL-encoded.
+Signs with the first token when several are configured. Prints the ticket; the browser then opens ?ticket=<ticket>&target=<TARGET>, both URL-encoded.
 """
 
 import argparse
 import os
 import sys
 
-from chatrelay.credentials import mint_ticket
+from chatrelay.credentials import mint_ticket, split_tokens
 
 
 def main(argv=None, environ=os.environ, out=sys.stdout):
@@ -22,12 +22,12 @@ def main(argv=None, environ=os.environ, out=sys.stdout):
     args = parser.parse_args(argv)
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as token_file:
-            token = token_file.read().strip()
+            tokens = split_tokens(token_file.read())
     else:
-        token = environ.get("BINANCE_PROXY_TOKEN", "").strip()
-    if not token:
+        tokens = split_tokens(environ.get("BINANCE_PROXY_TOKEN", ""))
+    if not tokens:
         parser.error("no relay token: set BINANCE_PROXY_TOKEN or pass --token-file")
-    print(mint_ticket(token, args.target, args.ttl), file=out)
+    print(mint_ticket(tokens[0], args.target, args.ttl), file=out)
 
 
 if __name__ == "__main__":

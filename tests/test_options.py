@@ -20,7 +20,7 @@ def test_defaults():
     """Defaults: loopback behind nginx, Binance only, 1 MiB, 10 s, platform trust."""
     options = parse([])
     assert options["listen"] == [DEFAULT_LISTEN]
-    assert options["token"] == "sekrit"
+    assert options["token"] == ["sekrit"]
     assert options["max-message-size"] == 1 << 20
     assert options["connect-timeout"] == 10.0
     assert options["allowlist"].allows(parse_target("wss://im.binance.com/chat/x"))
@@ -65,7 +65,9 @@ def test_token_file(tmp_path):
     """--token-file is read, trailing newline stripped, and wins over the environment."""
     path = tmp_path / "token"
     path.write_text("from-file\n")
-    assert parse(["--token-file", str(path)])["token"] == "from-file"
+    assert parse(["--token-file", str(path)])["token"] == ["from-file"]
+    path.write_text("new-token\nold-token\n")
+    assert parse(["--token-file", str(path)])["token"] == ["new-token", "old-token"]
     path.write_text("\n")
     with pytest.raises(UsageError, match="empty"):
         parse(["--token-file", str(path)])
@@ -96,3 +98,14 @@ def test_bad_listen_description_exits_with_a_message():
 
     with pytest.raises(SystemExit, match="cannot use --listen"):
         makeService(parse(["--listen", "tcp:0:interface=::1"]), reactor=MemoryReactor())
+
+
+def test_several_tokens_while_rotating():
+    """Every listed token opens the relay, as key or ticket signer; an unlisted one does not."""
+    from chatrelay.credentials import Credentials, mint_ticket
+
+    tokens = parse([], environ={"BINANCE_PROXY_TOKEN": "new-token, old-token"})["token"]
+    credentials = Credentials(tokens)
+    assert credentials.check_key("new-token") and credentials.check_key("old-token")
+    assert not credentials.check_key("other")
+    assert credentials.check_ticket(mint_ticket("old-token", "wss://x/chat/y"), "wss://x/chat/y")
