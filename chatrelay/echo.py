@@ -13,6 +13,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
 from chatrelay import closecodes
+from chatrelay.legs import no_delay
 
 closecodes.allow_receiving_1014()
 log = Logger(namespace="chatrelay.echo")
@@ -20,6 +21,11 @@ log = Logger(namespace="chatrelay.echo")
 
 class EchoProtocol(WebSocketServerProtocol):
     """Sends every message back as it came: text as text, binary as binary."""
+
+    def connectionMade(self):
+        """Twisted API: Nagle off (Autobahn's own attempt comes too early to work)."""
+        super().connectionMade()
+        no_delay(self.transport)
 
     def onMessage(self, payload, isBinary):
         """IWebSocketChannel API."""

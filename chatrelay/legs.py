@@ -48,6 +48,20 @@ def _valid_utf8(raw):
     return True
 
 
+def no_delay(transport):
+    """Set TCP_NODELAY on a transport (through TLS too).
+
+    Autobahn 26.10's Twisted adapter calls setTcpNoDelay(self.tcpNoDelay) before the option is
+    copied from the factory, and swallows the AttributeError, so Nagle stays on. A relay writes
+    each message as frames plus a small final frame, and Nagle then holds that frame back for
+    the peer's delayed ACK: about 40 ms per message.
+    """
+    try:
+        transport.setTcpNoDelay(True)
+    except (AttributeError, OSError):
+        pass  # not a TCP transport (tests' in-memory ones)
+
+
 class LegMixin:
     """What both legs share: frame-level forwarding, pass-through pings, end-to-end close."""
 
@@ -57,6 +71,11 @@ class LegMixin:
     reading_paused = False
     _deferred_close = None
     _own_ping = None
+
+    def connectionMade(self):
+        """Twisted API: turn Nagle off, as Autobahn means to but does not (see no_delay)."""
+        super().connectionMade()
+        no_delay(self.transport)
 
     def leg_open(self):
         """Whether data may be sent on this leg (not `is_open`: Autobahn owns that name)."""

@@ -363,3 +363,24 @@ class RejectingUpstream(UpstreamServer):
     def onConnect(self, request):
         """IWebSocketServerChannel API."""
         raise ConnectionDeny(401, "Unauthorized")
+
+
+def test_both_legs_turn_nagle_off(harness):
+    """TCP_NODELAY on both legs: Autobahn's own attempt silently fails, and Nagle would hold
+    each message's final frame for the peer's delayed ACK."""
+    from twisted.internet.testing import StringTransport
+
+    calls = []
+
+    class Transport(StringTransport):
+        def setTcpNoDelay(self, enabled):
+            calls.append(enabled)
+
+    browser_leg = harness.factory.buildProtocol(None)
+    browser_leg.makeConnection(Transport())
+    assert calls == [True]
+    harness.browser()
+    factory, _ = harness.held[0]
+    upstream_leg = factory.buildProtocol(None)
+    upstream_leg.makeConnection(Transport())
+    assert calls == [True, True]
