@@ -9,6 +9,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 suite=${AUTOBAHN_SUITE:-$here/../../shared/conformance/autobahn-suite}
 mode=${1:-both}; shift || true
 out=${CONFORMANCE_OUT:-$(mktemp -d /tmp/chatrelay-conformance.XXXXXX)}
+mkdir -p "$out"
 key=conformance-key
 relay_flags=(--compression both --max-message-size 67108864 --allow-target 'ws://127.0.0.1:*'
              --max-connections-per-ip 1000 --ping-interval 0)
@@ -26,31 +27,30 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 
-start_relay() {  # start_relay LOGFILE: starts twistd chatrelay on a free port, prints the port
-  local port; port=$(free_port)
-  BINANCE_PROXY_TOKEN=$key twistd -n --pidfile= chatrelay --listen "tcp:$port:interface=127.0.0.1" \
+relay_port=
+start_relay() {  # start_relay LOGFILE: starts twistd chatrelay on a free port, sets relay_port
+  relay_port=$(free_port)
+  BINANCE_PROXY_TOKEN=$key twistd -n --pidfile= chatrelay --listen "tcp:$relay_port:interface=127.0.0.1" \
     "${relay_flags[@]}" > "$1" 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do grep -q "starting on $port" "$1" && break; sleep 0.1; done
-  grep -q "starting on $port" "$1" || { echo "conformance: the relay did not start:"; cat "$1"; exit 1; }
-  echo "$port"
+  for _ in $(seq 100); do grep -q "starting on $relay_port" "$1" && break; sleep 0.1; done
+  grep -q "starting on $relay_port" "$1" || { echo "conformance: the relay did not start:"; cat "$1"; exit 1; }
 }
 
 status=0
 run_server() {
-  local echo_port relay_port target
+  local echo_port target
   echo_port=$(free_port)
   python3 -m chatrelay.echo --listen "tcp:$echo_port:interface=127.0.0.1" > "$out/echo.log" 2>&1 &
   pids+=($!)
-  relay_port=$(start_relay "$out/relay-server.log")
+  start_relay "$out/relay-server.log"
   target=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "ws://127.0.0.1:$echo_port/")
   echo "conformance: suite as the browser, relay on $relay_port, echo upstream on $echo_port"
   bash "$suite" server "ws://127.0.0.1:$relay_port/chat-relay/?key=$key&target=$target" --out "$out/server" "$@" || status=1
 }
 
 run_client() {
-  local relay_port
-  relay_port=$(start_relay "$out/relay-client.log")
+  start_relay "$out/relay-client.log"
   echo "conformance: suite as Binance, relay on $relay_port"
   bash "$suite" client "ws://127.0.0.1:$relay_port/chat-relay/?key=$key&target={target}" --out "$out/client" "$@" || status=1
 }
