@@ -10,7 +10,6 @@ upstream leg is open.
 """
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -65,7 +64,6 @@ def no_delay(transport):
 class LegMixin:
     """What both legs share: frame-level forwarding, pass-through pings, end-to-end close."""
 
-    _log = Logger()  # not `log`: Autobahn owns that name
     relay = None
     outbound = NOWHERE
     reading_paused = False

@@ -173,7 +173,7 @@ def test_browser_address_reaches_the_relay_log_and_no_log_holds_secrets(reactor,
     fake = stack["fake"]
     target = fake.chat_url()
     factory = through_nginx(reactor, stack, target)
-    browser = yield factory.opened
+    yield factory.opened
     binance = yield fake.next_connection()
     binance.close(1000, "bye")
     yield factory.closed

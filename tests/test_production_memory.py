@@ -8,20 +8,7 @@ from chatrelay.clients import ClientAddresses
 from chatrelay.credentials import mint_ticket
 from chatrelay.limits import Limits
 from chatrelay.status import StatusPages
-from tests.memory import TOKEN, UPSTREAM_URL, Harness, relay_query
-
-
-@pytest.fixture
-def make_harness():
-    made = []
-
-    def make(**kwargs):
-        made.append(Harness(**kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.restore()
+from tests.memory import TOKEN, UPSTREAM_URL, relay_query
 
 
 def get(harness, path, peer="127.0.0.1", headers=""):

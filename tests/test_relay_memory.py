@@ -8,27 +8,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from autobahn.websocket.types import ConnectionDeny
 
 from chatrelay.relay import ReadValve
-from tests.memory import TOKEN, UPSTREAM_URL, Harness, UpstreamServer, relay_query
-
-
-@pytest.fixture
-def harness():
-    h = Harness()
-    yield h
-    h.restore()
-
-
-@pytest.fixture
-def make_harness():
-    made = []
-
-    def make(**kwargs):
-        made.append(Harness(**kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.restore()
+from tests.memory import TOKEN, UPSTREAM_URL, UpstreamServer, relay_query
 
 
 @pytest.fixture
