@@ -26,6 +26,8 @@ setup(
             "pytest-twisted>=1.14.3",
             "pytest-timeout",
             "cryptography",
+            # The browser tests drive Debian's chromium; never `playwright install`.
+            "playwright==1.65.2",
         ],
     },
 )
