@@ -309,6 +309,16 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         self.report.set_outcome("browser_left")
         self.report.leg_closed(BROWSER, LegClose.of(self, wasClean))
 
+    def dropConnection(self, abort=False):
+        """Autobahn API: after a clean closing handshake, close TCP gracefully.
+
+        Autobahn's server aborts (RST) once the browser answered a close the relay sent, and
+        browsers then report the close as not clean (CloseEvent.wasClean false).
+        """
+        if abort and self.wasClean and self.state == _CLOSING:
+            abort = False
+        super().dropConnection(abort)
+
     def shut_down(self):
         """The relay is stopping: close this connection with 1001, whatever its stage."""
         if self.state == _CONNECTING and self._attempt is not None:

@@ -171,6 +171,11 @@ class Browser(WebSocketClientProtocol):
         """IWebSocketChannel API."""
         self._pongs.put(payload)
 
+    def connectionLost(self, reason):
+        """Twisted API: keep how TCP ended (ConnectionDone: a FIN; ConnectionLost: a reset)."""
+        self.factory.tcp_end = reason.value
+        super().connectionLost(reason)
+
     def onClose(self, wasClean, code, reason):
         """IWebSocketChannel API."""
         if not self.factory.opened.called:

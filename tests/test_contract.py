@@ -7,7 +7,7 @@ import uuid
 import pytest
 import pytest_twisted
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 
 from chatrelay.fakebinance import FakeBinance
 from tests.loopback import (
@@ -151,6 +151,7 @@ def test_refusals(reactor, relay, fake, key, target, code):
     was_clean, got, _ = yield factory.closed
     assert (was_clean, got) == (True, code)
     assert fake.handshakes_seen == seen
+    assert isinstance(factory.tcp_end, error.ConnectionDone), "TCP reset after a clean close"
 
 
 # Upstream failures: 1014 with a reason that names the cause.
@@ -234,6 +235,7 @@ def test_binance_close_code_and_reason_reach_browser(reactor, relay, fake, code,
     factory, browser, binance = yield open_pair(reactor, relay, fake)
     binance.close(code, reason)
     assert (yield factory.closed) == (True, code, reason)
+    assert isinstance(factory.tcp_end, error.ConnectionDone), "TCP reset after a clean close"
     was_clean, answered, _ = yield binance.closed
     assert was_clean and answered == code
 
