@@ -17,7 +17,8 @@ from chatrelay.compression import LEGS
 from chatrelay.credentials import Credentials, split_tokens
 from chatrelay.gate import Gate
 from chatrelay.http import Routes
-from chatrelay.legs import LegSettings, RelayServerFactory
+from chatrelay.legs import LegSettings
+from chatrelay.server import RelayServerFactory
 from chatrelay.limits import Limits
 from chatrelay.metrics import RelayMetrics
 from chatrelay.service import RelayService

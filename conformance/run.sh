@@ -27,14 +27,19 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 
-relay_port=
+relay_port= relay_pid=
 start_relay() {  # start_relay LOGFILE: starts twistd chatrelay on a free port, sets relay_port
   relay_port=$(free_port)
   BINANCE_PROXY_TOKEN=$key twistd -n --pidfile= chatrelay --listen "tcp:$relay_port:interface=127.0.0.1" \
     "${relay_flags[@]}" > "$1" 2>&1 &
-  pids+=($!)
+  relay_pid=$!
+  pids+=($relay_pid)
   for _ in $(seq 100); do grep -q "starting on $relay_port" "$1" && break; sleep 0.1; done
   grep -q "starting on $relay_port" "$1" || { echo "conformance: the relay did not start:"; cat "$1"; exit 1; }
+}
+
+relay_memory() {  # the relay's memory, from /proc: at the start, now, and its peak
+  awk -v label="$1" '/^VmRSS/ {rss=$2} /^VmHWM/ {hwm=$2} END {printf "conformance: %s relay RSS %d KiB, peak %d KiB\n", label, rss, hwm}' "/proc/$relay_pid/status"
 }
 
 status=0
@@ -46,13 +51,17 @@ run_server() {
   start_relay "$out/relay-server.log"
   target=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "ws://127.0.0.1:$echo_port/")
   echo "conformance: suite as the browser, relay on $relay_port, echo upstream on $echo_port"
+  relay_memory "before (server)"
   bash "$suite" server "ws://127.0.0.1:$relay_port/chat-relay/?key=$key&target=$target" --out "$out/server" "$@" || status=1
+  relay_memory "after (server)"
 }
 
 run_client() {
   start_relay "$out/relay-client.log"
   echo "conformance: suite as Binance, relay on $relay_port"
+  relay_memory "before (client)"
   bash "$suite" client "ws://127.0.0.1:$relay_port/chat-relay/?key=$key&target={target}" --out "$out/client" "$@" || status=1
+  relay_memory "after (client)"
 }
 
 case $mode in

@@ -16,7 +16,8 @@ from autobahn.twisted.websocket import (
 
 from chatrelay.credentials import Credentials
 from chatrelay.gate import Gate
-from chatrelay.legs import LegSettings, RelayServerFactory
+from chatrelay.legs import LegSettings
+from chatrelay.server import RelayServerFactory
 from chatrelay.targets import Allowlist
 from chatrelay.upstream import UpstreamAttempt
 
