@@ -5,7 +5,6 @@ The legs translate Autobahn callbacks into calls on the plain objects in relay.p
 and report.py, and implement the small leg interface relay.py documents.
 """
 
-
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
