@@ -12,8 +12,9 @@ mode=${1:-both}; shift || true
 out=${CONFORMANCE_OUT:-$(mktemp -d /tmp/chatrelay-conformance.XXXXXX)}
 mkdir -p "$out"
 key=conformance-key
-relay_flags=(--compression both --max-message-size 67108864 --allow-target 'ws://127.0.0.1:*'
-             --max-connections-per-ip 1000 --ping-interval 0)
+# Defaults otherwise, keepalive pings included: compression on both legs, 64 MiB messages (9.x
+# sends 16 MiB), and the loopback echo or fuzzing server as the allowed target.
+relay_flags=(--compression both --max-message-size 67108864 --allow-target 'ws://127.0.0.1:*')
 
 if [[ ! -f $suite ]]; then
   echo "conformance: the suite runner is missing ($suite)"; exit 1
