@@ -12,9 +12,10 @@ mode=${1:-both}; shift || true
 out=${CONFORMANCE_OUT:-$(mktemp -d /tmp/chatrelay-conformance.XXXXXX)}
 mkdir -p "$out"
 key=conformance-key
-# Defaults otherwise, keepalive pings included: compression on both legs, 64 MiB messages (9.x
-# sends 16 MiB), and the loopback echo or fuzzing server as the allowed target.
-relay_flags=(--compression both --max-message-size 67108864 --allow-target 'ws://127.0.0.1:*')
+# Defaults otherwise, keepalive pings included: 64 MiB messages (9.x sends 16 MiB), the loopback
+# echo or fuzzing server as the allowed target, and permessage-deflate on the leg the suite faces
+# (server: the browser leg; client: the upstream leg). See docs/conformance.md.
+relay_flags=(--max-message-size 67108864 --allow-target 'ws://127.0.0.1:*')
 
 if [[ ! -f $suite ]]; then
   echo "conformance: the suite runner is missing ($suite)"; exit 1
@@ -33,10 +34,10 @@ url_encode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sy
 pids=() relay_port= relay_pid=
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done; wait 2>/dev/null; }
 
-start_relay() {  # start_relay NAME: twistd chatrelay on a free port; sets relay_port and relay_pid
+start_relay() {  # start_relay NAME COMPRESSION: twistd chatrelay on a free port; sets relay_port, relay_pid
   relay_port=$(free_port)
   BINANCE_PROXY_TOKEN=$key twistd -n --pidfile= chatrelay --listen "tcp:$relay_port:interface=127.0.0.1" \
-    "${relay_flags[@]}" > "$out/relay-$1.log" 2>&1 &
+    "${relay_flags[@]}" --compression "$2" > "$out/relay-$1.log" 2>&1 &
   relay_pid=$!
   pids+=("$relay_pid")
   for _ in $(seq 100); do grep -q "starting on $relay_port" "$out/relay-$1.log" && return; sleep 0.1; done
@@ -51,7 +52,7 @@ relay_memory() {  # the relay's memory from /proc: now, and its peak so far
 direction() {  # direction server|client [suite options]
   local name=$1 echo_port; shift
   trap cleanup EXIT
-  start_relay "$name"
+  start_relay "$name" "$([[ $name == server ]] && echo browser || echo upstream)"
   if [[ $name == server ]]; then
     echo_port=$(free_port)
     python3 -m chatrelay.echo --listen "tcp:$echo_port:interface=127.0.0.1" > "$out/echo.log" 2>&1 &
