@@ -201,3 +201,19 @@ def test_systemd_unit_verifies():
     result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
+
+
+def test_systemd_template_units_verify(tmp_path):
+    """chatrelay@.socket and chatrelay@.service (several processes on one port) verify as instance 1."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    service = (ETC / "systemd" / "chatrelay@.service").read_text()
+    socket_unit = (ETC / "systemd" / "chatrelay@.socket").read_text()
+    assert "--listen systemd:domain=INET:index=0" in service and "ReusePort=yes" in socket_unit
+    (tmp_path / "chatrelay@1.service").write_text(service.replace("/opt/chatrelay/venv/bin/twistd", twistd_path()))
+    (tmp_path / "chatrelay@1.socket").write_text(socket_unit)
+    result = subprocess.run([analyze, "verify", "chatrelay@1.socket", "chatrelay@1.service"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
