@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A/B: the same load phases against two or more chatrelay source trees, interleaved.
+
+    python bench/ab.py --src /path/to/tree-a --src /path/to/tree-b [--src node] [--rounds 5]
+        [--phases msgs1,msgs100,cycles,bulk,idle] [--seconds 4]
+
+All relays run at once (each with its own echo); each round runs every phase against every
+relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
+metric per tree and its ratio to the first. `node` stands for the Node relay baseline.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as bench  # noqa: E402
+
+PHASES = {
+    "msgs1": ("cpu_us_per_msg_n1", "us"),
+    "msgs100": ("cpu_us_per_msg_n100", "us"),
+    "cycles": ("cpu_us_per_conn_cycle", "us"),
+    "bulk": ("cpu_us_per_mib", "us"),
+    "idle": ("rss_kib_per_idle_conn", "KiB"),
+}
+
+
+def measure(phase, url, pids, seconds, rate100):
+    if phase == "msgs1":
+        r = bench.load("msgs", url, pids, 120, conns=1, size=200, duration=seconds)
+        return 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
+    if phase == "msgs100":
+        r = bench.load("msgs", url, pids, 120, conns=100, size=200, duration=seconds, rate=rate100)
+        return 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
+    if phase == "cycles":
+        r = bench.load("cycles", url, pids, 120, concurrency=10, duration=seconds)
+        return 1e6 * r["cpu"]["relay"] / r["cycles"]
+    if phase == "bulk":
+        r = bench.load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=seconds)
+        return 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
+    r = bench.load("idle", url, pids, 180, conns=2000, settle=3, idle=1)
+    return (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", action="append", required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--phases", default="msgs1,msgs100,cycles")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rate100", type=int, default=4000)
+    parser.add_argument("--chatrelay-option", action="append", default=[])
+    args = parser.parse_args()
+    phases = args.phases.split(",")
+    bench.npm_install()
+    workdir = tempfile.mkdtemp(prefix="chatrelay-ab-")
+    relays = []
+    try:
+        for index, src in enumerate(args.src):
+            echo_port, port = bench.free_port(), bench.free_port()
+            echo = bench.start_echo(workdir, echo_port)
+            echo.name = f"echo-{index}"
+            if src == "node":
+                procs = bench.start_node_relay(args, workdir, port)
+            else:
+                args.chatrelay_src = src
+                procs = bench.start_chatrelay(args, workdir, port)
+                procs[0].env_src = src
+            relays.append((src, echo, procs, bench.relay_url(port, echo_port)))
+        results = {src: {phase: [] for phase in phases} for src in args.src}
+        for round_index in range(args.rounds):
+            for phase in phases:
+                if phase == "idle" and round_index:
+                    continue  # a relay's memory, once grown, is reused: idle is for fresh processes
+                order = relays if round_index % 2 == 0 else relays[::-1]
+                for src, echo, procs, url in order:
+                    pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
+                    value = measure(phase, url, pids, args.seconds, args.rate100)
+                    results[src][phase].append(value)
+            print(f"round {round_index + 1}/{args.rounds}: " + "; ".join(
+                f"{phase} " + " / ".join(f"{results[src][phase][-1]:.1f}" for src in args.src)
+                for phase in phases if results[args.src[0]][phase]), flush=True)
+        first = args.src[0]
+        for phase in phases:
+            name, unit = PHASES[phase]
+            base = statistics.median(results[first][phase])
+            print(f"{name:24} " + " | ".join(
+                f"{src}: {statistics.median(results[src][phase]):.1f} {unit} "
+                f"(x{statistics.median(results[src][phase]) / base:.2f})" for src in args.src))
+    finally:
+        for src, echo, procs, url in relays:
+            for proc in procs:
+                proc.stop()
+            echo.stop()
+
+
+if __name__ == "__main__":
+    main()
