@@ -13,10 +13,23 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 
 from chatrelay import closecodes
-from chatrelay.legs import no_delay
 
 closecodes.allow_receiving_1014()
 log = Logger(namespace="chatrelay.echo")
+
+
+def no_delay(transport):
+    """Set TCP_NODELAY on a transport (through TLS too).
+
+    Autobahn 26.10's Twisted adapter calls setTcpNoDelay(self.tcpNoDelay) before the option is
+    copied from the factory, and swallows the AttributeError, so Nagle stays on. A relay writes
+    each message as frames plus a small final frame, and Nagle then holds that frame back for
+    the peer's delayed ACK: about 40 ms per message.
+    """
+    try:
+        transport.setTcpNoDelay(True)
+    except (AttributeError, OSError):
+        pass  # not a TCP transport (tests' in-memory ones)
 
 
 class EchoProtocol(WebSocketServerProtocol):

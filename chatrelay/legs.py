@@ -8,13 +8,14 @@ and report.py, and implement the small leg interface relay.py documents.
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from chatrelay import closecodes
+from chatrelay import closecodes, fastframes, fastpath
 from chatrelay.compression import browser_options as browser_compression
 from chatrelay.compression import upstream_options as upstream_compression
 from chatrelay.relay import NOWHERE, UPSTREAM
 from chatrelay.report import LegClose
 
 closecodes.allow_receiving_1014()
+fastpath.defer_debug_formatting()
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 _CLOSING = WebSocketProtocol.STATE_CLOSING
@@ -28,20 +29,6 @@ def _valid_utf8(raw):
     return True
 
 
-def no_delay(transport):
-    """Set TCP_NODELAY on a transport (through TLS too).
-
-    Autobahn 26.10's Twisted adapter calls setTcpNoDelay(self.tcpNoDelay) before the option is
-    copied from the factory, and swallows the AttributeError, so Nagle stays on. A relay writes
-    each message as frames plus a small final frame, and Nagle then holds that frame back for
-    the peer's delayed ACK: about 40 ms per message.
-    """
-    try:
-        transport.setTcpNoDelay(True)
-    except (AttributeError, OSError):
-        pass  # not a TCP transport (tests' in-memory ones)
-
-
 class LegMixin:
     """What both legs share: frame-level forwarding, pass-through pings, end-to-end close."""
 
@@ -51,16 +38,11 @@ class LegMixin:
     _deferred_close = None
     _own_ping = None
 
-    def connectionMade(self):
-        """Twisted API: turn Nagle off, as Autobahn means to but does not (see no_delay)."""
-        super().connectionMade()
-        no_delay(self.transport)
-
     def leg_open(self):
         """Whether data may be sent on this leg (not `is_open`: Autobahn owns that name)."""
         return self.state == _OPEN
 
-    # Data: forward each received chunk as one complete frame (never whole messages).
+    # Data: a message that arrives whole goes on as one frame; any other, chunk by chunk.
 
     def onMessageBegin(self, isBinary):
         """IWebSocketChannel API."""
@@ -72,8 +54,19 @@ class LegMixin:
         WebSocketProtocol.onMessageFrameBegin(self, length)
 
     def onMessageFrameData(self, payload):
-        """IWebSocketChannel API."""
-        self.outbound.data(payload)
+        """IWebSocketChannel API: a message that arrived whole (one frame, read at once) is sent
+        on as one frame; anything else is sent on as it arrives, chunk by chunk."""
+        frame = self.current_frame
+        if (
+            frame.fin
+            and frame.opcode
+            and len(payload) == frame.length
+            and not self._isMessageCompressed
+            and (not self.utf8validateIncomingCurrentMessage or self.utf8validateLast[1])
+        ):
+            self.outbound.whole(payload)
+        else:
+            self.outbound.data(payload)
 
     def onMessageFrameEnd(self):
         """IWebSocketChannel API: nothing to do (the base class would buffer the frame)."""
@@ -146,6 +139,35 @@ class LegMixin:
         self.lost_reason = reason.value
         super().connectionLost(reason)
 
+    fast_frames = False  # set by Relay.join while the pair relays without compression
+
+    def dataReceived(self, data):
+        """Twisted API: simple whole-message frames first (fastframes), the rest straight to
+        Autobahn's parser (Autobahn's own dataReceived only adds a debug line, whose arguments
+        cost on every chunk)."""
+        if self.fast_frames and not self.data and self.current_frame is None and not self.inside_message:
+            used = fastframes.forward(self, data)
+            if used:
+                if used == len(data):
+                    return
+                data = data[used:]
+        self._dataReceived(data)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        """Autobahn API: written through to the socket when nothing is queued (see fastpath)."""
+        if sync or chopsize or self.send_queue or self.state != _OPEN:
+            return WebSocketProtocol.sendData(self, data, sync, chopsize)
+        fastpath.write_through(self.transport, data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)
+
+    def forget_handshake(self):
+        """Drop the request or response head, not needed once the leg is open."""
+        for name in ("http_request_data", "http_response_data", "http_headers", "http_status_line",
+                     "http_request_params", "websocket_extensions"):
+            self.__dict__.pop(name, None)
+
 
 class UpstreamLeg(LegMixin, WebSocketClientProtocol):
     """The relay's connection to the upstream (Binance) for one browser."""
@@ -154,6 +176,7 @@ class UpstreamLeg(LegMixin, WebSocketClientProtocol):
 
     def onOpen(self):
         """IWebSocketChannel API."""
+        self.forget_handshake()
         self.factory.attempt.opened(self)
 
     def onClose(self, wasClean, code, reason):
@@ -186,13 +209,32 @@ class LegSettings:
 
 
 class UpstreamFactory(WebSocketClientFactory):
-    """Builds the one upstream leg for one browser connection."""
+    """Builds the one upstream leg for one browser connection.
+
+    Use `for_settings`: its class holds the configuration, set up once, so that each
+    connection's factory holds only its own target, subprotocols and relay.
+    """
 
     protocol = UpstreamLeg
+    noisy = False  # no "Starting factory" / "Stopping factory" log lines for every connection
 
-    def __init__(self, target, protocols, relay, settings):
-        super().__init__(url=target.url, protocols=protocols or None, useragent="chatrelay")
+    @classmethod
+    def for_settings(cls, settings):
+        """A subclass configured for `settings`, whose instances are ready to connect."""
+        # WebSocketClientFactory.__init__ reseeds the RNG from os.urandom, makes a batched
+        # timer and sets ~40 options: once here, not for every connection.
+        template = cls.__new__(cls)
+        WebSocketClientFactory.__init__(template, useragent="chatrelay")
+        # The relay's own deadline bounds the upstream handshake (UpstreamAttempt).
+        template.setProtocolOptions(openHandshakeTimeout=0, **settings.upstream_options)
+        return type(cls.__name__, (cls,), vars(template))
+
+    def __init__(self, target, protocols, relay):
+        self.setSessionParameters(target.url, None, protocols or None, "chatrelay")
         self.relay = relay
         self.attempt = None
-        # The relay's own deadline bounds the upstream handshake (UpstreamAttempt).
-        self.setProtocolOptions(openHandshakeTimeout=0, **settings.upstream_options)
+
+    def setProtocolOptions(self, **options):
+        """Autobahn API: the options also go to the protocol class (see fastpath)."""
+        super().setProtocolOptions(**options)
+        self.protocol = fastpath.options_on_class(type(self).protocol, self)

@@ -25,38 +25,53 @@ UPSTREAM = "upstream"
 
 
 class Direction:
-    """Messages flowing from one leg to the other, frame by frame, with counters."""
+    """Messages flowing from one leg to the other, with counters.
 
-    __slots__ = ("sink", "open", "messages", "bytes", "_frames")
+    A message that arrives whole (one frame, read at once: the usual chat message) is sent on
+    as one frame; any other is sent on frame by frame as its chunks arrive, so a large
+    message is never held in memory.
+    """
+
+    __slots__ = ("sink", "open", "messages", "bytes", "_binary", "_started")
 
     def __init__(self, sink):
         self.sink = sink
         self.open = sink is not None
         self.messages = 0
         self.bytes = 0
-        self._frames = 0
+        self._binary = False
+        self._started = False  # True once a frame of the message went out; None: sent whole
 
     def begin(self, is_binary):
         """A message starts on the source leg."""
         self.messages += 1
-        if self.open:
-            self.sink.beginMessage(isBinary=is_binary)
-            self._frames = 0
+        self._binary = is_binary
+        self._started = False
+
+    def whole(self, payload):
+        """The complete message arrived at once: send it on as one frame."""
+        self.bytes += len(payload)
+        if self.open and self.sink.leg_open():
+            self.sink.sendMessage(payload, self._binary)
+        self._started = None
 
     def data(self, chunk):
         """A chunk of the message arrived: send it on as one complete frame."""
         self.bytes += len(chunk)
         if self.open and chunk:
+            if not self._started:
+                self.sink.beginMessage(isBinary=self._binary)
+                self._started = True
             self.sink.sendMessageFrame(chunk)
-            self._frames += 1
 
     def end(self):
         """The message is complete on the source leg."""
-        if self.open:
-            if not self._frames:
-                # endMessage alone would put a bare continuation frame on the wire.
-                self.sink.sendMessageFrame(b"")
-            self.sink.endMessage()
+        if self.open and self._started is not None:
+            if self._started:
+                self.sink.endMessage()
+            elif self.sink.leg_open():
+                self.sink.sendMessage(b"", self._binary)  # an empty message: one frame
+        self._started = False
 
     def ping(self, payload):
         """Pass a ping through."""
@@ -79,6 +94,9 @@ class Nowhere:
 
     def data(self, chunk):
         """Drop the chunk."""
+
+    def whole(self, payload):
+        """Drop the message."""
 
     def end(self):
         """Nothing to end."""
@@ -146,6 +164,8 @@ class Relay:
         self.report.directions = {BROWSER: browser.outbound, UPSTREAM: upstream.outbound}
         browser.registerProducer(ReadValve(upstream), True)
         upstream.registerProducer(ReadValve(browser), True)
+        if getattr(browser, "_perMessageCompress", 1) is None and getattr(upstream, "_perMessageCompress", 1) is None:
+            browser.fast_frames = upstream.fast_frames = True
         if self.idle_timeout:
             self._check_idle()
 
@@ -226,6 +246,9 @@ class Relay:
 
     def _begin_closing(self, outcome):
         self.closing = True
+        for leg in (self.browser, self.upstream):
+            if leg is not None:
+                leg.fast_frames = False
         if self._idle_check is not None and self._idle_check.active():
             self._idle_check.cancel()
         self.report.set_outcome(outcome)

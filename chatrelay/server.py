@@ -12,7 +12,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 
-from chatrelay import closecodes
+from chatrelay import closecodes, fastpath
 from chatrelay.clients import ClientAddresses
 from chatrelay.gate import Refusal
 from chatrelay.http import Routes, parse_plain_request, wants_upgrade
@@ -153,6 +153,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
 
     def onOpen(self):
         """IWebSocketChannel API."""
+        self.forget_handshake()
         if self._refusal is not None:
             self.sendCloseFrame(self._refusal.code, self._refusal.reason.encode("utf-8")[:123])
         else:
@@ -210,6 +211,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self._connect = connect or self._connect_endpoint
         self.live = set()
         self._idle_waiters = []
+        self._upstream_factory = UpstreamFactory.for_settings(settings)
         self.setProtocolOptions(
             webStatus=False,
             allowNullOrigin=True,  # Origin is checked by the Gate, against --allow-origin
@@ -219,9 +221,14 @@ class RelayServerFactory(WebSocketServerFactory):
             **settings.browser_options,
         )
 
+    def setProtocolOptions(self, **options):
+        """Autobahn API: the options also go to the protocol class (see fastpath)."""
+        super().setProtocolOptions(**options)
+        self.protocol = fastpath.options_on_class(type(self).protocol, self)
+
     def open_upstream(self, target, protocols, relay):
         """Start an UpstreamAttempt for `target` on behalf of `relay`."""
-        factory = UpstreamFactory(target, protocols, relay, self.settings)
+        factory = self._upstream_factory(target, protocols, relay)
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):

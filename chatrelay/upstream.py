@@ -7,7 +7,13 @@ from service_identity import VerificationError
 from zope.interface import implementer
 
 from twisted.internet import defer, error, ssl
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 
@@ -46,7 +52,12 @@ class PlatformTrustPlus:
 
 def endpoint_for(reactor, target, trust_root, timeout):
     """The client endpoint for a target: always verify the certificate and the host name."""
-    endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+    if isIPAddress(target.host):  # no name to resolve: no resolver thread per connection
+        endpoint = TCP4ClientEndpoint(reactor, target.host, target.port, timeout=timeout)
+    elif isIPv6Address(target.host):
+        endpoint = TCP6ClientEndpoint(reactor, target.host, target.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
     if target.secure:
         endpoint = wrapClientTLS(ssl.optionsForClientTLS(target.host, trustRoot=trust_root), endpoint)
     return endpoint

@@ -2,9 +2,12 @@
 # Runs the Autobahn|Testsuite through the relay, in both directions (see docs/conformance.md):
 #   server: the suite plays the browser, the relay's upstream is chatrelay.echo;
 #   client: the suite plays Binance (a fuzzing server), an echo client plays the browser.
-# Usage: conformance/run.sh [server|client|both] [extra autobahn-suite options, e.g. --cases '1.*']
-# `both` runs the two directions at once, each with its own relay. Exit status: 0 when every case
-# passed in every direction run, 1 otherwise.
+# Usage: conformance/run.sh [server|client|both|plain] [extra autobahn-suite options, e.g. --cases '1.*']
+# `both` runs the two directions at once, each with its own relay and permessage-deflate on the
+# leg the suite faces. `plain` runs both directions at once with compression off on both legs,
+# where the relay's fast path for whole-message frames is on (chatrelay/fastframes.py), without
+# the compression cases 12.* and 13.*. Exit status: 0 when every case passed in every direction
+# run, 1 otherwise.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 suite=${AUTOBAHN_SUITE:-$here/../../shared/conformance/autobahn-suite}
@@ -49,18 +52,23 @@ relay_memory() {  # the relay's memory from /proc: now, and its peak so far
     END {printf "conformance: %s: relay RSS %d KiB, peak %d KiB\n", label, rss, hwm}' "/proc/$relay_pid/status"
 }
 
-direction() {  # direction server|client [suite options]
-  local name=$1 echo_port; shift
+direction() {  # direction server|client|server-plain|client-plain [suite options]
+  local name=$1 echo_port compression; shift
   trap cleanup EXIT
-  start_relay "$name" "$([[ $name == server ]] && echo browser || echo upstream)"
-  if [[ $name == server ]]; then
+  case $name in
+    server) compression=browser;;
+    client) compression=upstream;;
+    *) compression=none; set -- "$@" --exclude '12.*,13.*';;
+  esac
+  start_relay "$name" "$compression"
+  if [[ $name == server* ]]; then
     echo_port=$(free_port)
-    python3 -m chatrelay.echo --listen "tcp:$echo_port:interface=127.0.0.1" > "$out/echo.log" 2>&1 &
+    python3 -m chatrelay.echo --listen "tcp:$echo_port:interface=127.0.0.1" > "$out/echo-$name.log" 2>&1 &
     pids+=($!)
-    echo "conformance: server: the suite plays the browser; relay on $relay_port, echo upstream on $echo_port"
+    echo "conformance: $name: the suite plays the browser; relay on $relay_port (compression $compression), echo upstream on $echo_port"
     set -- server "ws://127.0.0.1:$relay_port/chat-relay/?key=$key&target=$(url_encode "ws://127.0.0.1:$echo_port/")" "$@"
   else
-    echo "conformance: client: the suite plays Binance; relay on $relay_port"
+    echo "conformance: $name: the suite plays Binance; relay on $relay_port (compression $compression)"
     set -- client "ws://127.0.0.1:$relay_port/chat-relay/?key=$key&target={target}" "$@"
   fi
   relay_memory "$name, before"
@@ -82,14 +90,15 @@ direction() {  # direction server|client [suite options]
 
 case $mode in
   server|client) direction "$mode" "$@"; status=$?;;
-  both)
-    ( direction server "$@" ) > "$out/server.out" 2>&1 & server=$!
-    ( direction client "$@" ) > "$out/client.out" 2>&1 & client=$!
+  both|plain)
+    suffix=$([[ $mode == plain ]] && echo -plain)
+    ( direction "server$suffix" "$@" ) > "$out/server$suffix.out" 2>&1 & server=$!
+    ( direction "client$suffix" "$@" ) > "$out/client$suffix.out" 2>&1 & client=$!
     status=0
     wait $server || status=1
     wait $client || status=1
-    cat "$out/server.out" "$out/client.out";;
-  *) echo "usage: $0 [server|client|both] [autobahn-suite options]"; exit 2;;
+    cat "$out/server$suffix.out" "$out/client$suffix.out";;
+  *) echo "usage: $0 [server|client|both|plain] [autobahn-suite options]"; exit 2;;
 esac
 echo "conformance: reports and logs in $out"
 exit $status

@@ -1,0 +1,117 @@
+"""Costs Autobahn charges per frame and per connection that the relay does not need to pay.
+
+- Autobahn evaluates the arguments of its debug log calls even when debug logging is off:
+  `hltype()` and `hlval()` colour strings through click on every frame sent and every chunk
+  received, and `pformat()` formats the transport details of every upstream handshake.
+  `defer_debug_formatting()` makes them lazy: the work is done only if a log event is
+  actually formatted, with the same text.
+- Every new protocol copies ~40 options (CONFIG_ATTRS) from its factory into its own __dict__
+  and pformat()s them all for a debug line. `options_on_class()` gives a factory a protocol
+  subclass that carries the options as class attributes, so nothing is copied or formatted,
+  and each connection's instance dictionary stays small. It also makes Autobahn's own
+  TCP_NODELAY work: Autobahn 26.10 calls setTcpNoDelay(self.tcpNoDelay) in connectionMade,
+  before the per-instance copy exists, so with the usual factory Nagle stays on, and holds a
+  relayed message's final frame for the peer's delayed ACK (about 40 ms per message).
+- `write_through()` sends a relayed frame at once when the socket has nothing queued, instead
+  of waiting for the reactor's next turn.
+"""
+
+from pprint import pformat
+
+from twisted.internet import tcp
+
+import autobahn.twisted.websocket as _twisted_websocket
+import autobahn.websocket.protocol as _websocket_protocol
+
+
+class _Lazy:
+    """Formats as `function(*args, **kwargs)` would, computed only when formatted."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, function, args, kwargs):
+        self._call = (function, args, kwargs)
+
+    def _value(self):
+        function, args, kwargs = self._call
+        return function(*args, **kwargs)
+
+    def __str__(self):
+        return str(self._value())
+
+    def __repr__(self):
+        return repr(self._value())
+
+    def __format__(self, spec):
+        return format(self._value(), spec)
+
+
+def _lazy(function):
+    def deferred(*args, **kwargs):
+        return _Lazy(function, args, kwargs)
+
+    deferred.lazy_original = function
+    return deferred
+
+
+def defer_debug_formatting():
+    """Make Autobahn's log-argument helpers lazy in the modules the relay runs (idempotent).
+
+    There they are only used as log-call arguments, but for pformat in Timings.__str__, which
+    is given the eager pformat back.
+    """
+    for module, names in ((_websocket_protocol, ("hltype", "hlval", "pformat")),
+                          (_twisted_websocket, ("hltype", "hlval"))):
+        for name in names:
+            helper = getattr(module, name)
+            if not hasattr(helper, "lazy_original"):
+                setattr(module, name, _lazy(helper))
+    _websocket_protocol.Timings.__str__ = lambda timings: pformat(timings._timings)
+
+
+def options_on_class(protocol, factory):
+    """A subclass of `protocol` with `factory`'s current protocol options as class attributes.
+
+    A function among them (perMessageCompressionAccept) is kept as a static method: as a plain
+    class attribute it would be bound to the protocol instance on access.
+    """
+    options = {}
+    for name in protocol.CONFIG_ATTRS:
+        value = getattr(factory, name)
+        options[name] = staticmethod(value) if callable(value) else value
+    options["CONFIG_ATTRS"] = ()
+    options["__module__"] = protocol.__module__
+    options["__qualname__"] = protocol.__qualname__
+    return type(protocol.__name__, (protocol,), options)
+
+
+_PLAIN_TCP = (tcp.Server, tcp.Client)
+
+
+def write_through(transport, data):
+    """transport.write(data), but sent at once when the transport has nothing queued.
+
+    Twisted queues every write until the reactor's next turn, which costs two epoll_ctl calls
+    and one more dispatch per relayed frame; an idle plain TCP transport can take the data
+    right away. Whatever the socket does not take goes through transport.write as usual, so
+    order, flow control (producers) and error handling stay Twisted's. The check reads
+    Twisted's write buffers (FileDescriptor.dataBuffer, _tempDataBuffer); tests/test_fastpath.py
+    fails if they change.
+    """
+    if (
+        type(transport) in _PLAIN_TCP
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # BlockingIOError included: the reactor's own write finds any error
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
