@@ -154,13 +154,14 @@ class LegMixin:
         self._dataReceived(data)
 
     def sendData(self, data, sync=False, chopsize=None):
-        """Autobahn API: written through to the socket when nothing is queued (see fastpath)."""
-        if sync or chopsize or self.send_queue or self.state != _OPEN:
+        """Autobahn API: written through to the socket when nothing is queued (see fastpath).
+
+        Autobahn's own version would also count the bytes in trafficStats, which the relay
+        never reads (its own counters are in relay.Direction).
+        """
+        if sync or chopsize or self.send_queue:
             return WebSocketProtocol.sendData(self, data, sync, chopsize)
         fastpath.write_through(self.transport, data)
-        self.trafficStats.outgoingOctetsWireLevel += len(data)
-        if self.logOctets:
-            self.logTxOctets(data, False)
 
     def forget_handshake(self):
         """Drop the request or response head, not needed once the leg is open."""
