@@ -164,10 +164,21 @@ class LegMixin:
         fastpath.write_through(self.transport, data)
 
     def forget_handshake(self):
-        """Drop the request or response head, not needed once the leg is open."""
-        for name in ("http_request_data", "http_response_data", "http_headers", "http_status_line",
-                     "http_request_params", "websocket_extensions"):
-            self.__dict__.pop(name, None)
+        """Drop what only the opening handshake needed, and compact what is left: a relay
+        holds thousands of idle legs, and a Python dict never shrinks on its own."""
+        state = self.__dict__
+        for name in _HANDSHAKE_ONLY:
+            state.pop(name, None)
+        self._transport_details = None  # Autobahn reads it only up to onOpen (WAMP uses it)
+        self.__dict__ = dict(state)
+
+
+# Set during the opening handshake and read by Autobahn only until it completes.
+_HANDSHAKE_ONLY = (
+    "http_request_data", "http_response_data", "http_headers", "http_status_line",
+    "http_request_params", "http_request_uri", "http_request_path", "http_request_host",
+    "websocket_extensions", "websocket_origin", "websocket_protocols", "websocket_key", "_wskey",
+)
 
 
 class UpstreamLeg(LegMixin, WebSocketClientProtocol):

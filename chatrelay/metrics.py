@@ -39,8 +39,18 @@ class RelayMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=self.registry,
         )
         self._live = set()
+        self._children = {}
         self._finished = {(kind, side): 0 for kind in ("messages", "bytes") for side in _DIRECTION_NAMES}
         self.registry.register(_TrafficCollector(self))
+
+    def _child(self, metric, *labels):
+        # metric.labels(*labels), remembered: prometheus_client takes a lock and checks every
+        # label value on each call, and the relay makes two or three such calls per connection.
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def pair_count(self):
         """Pairs relaying now."""
@@ -48,7 +58,7 @@ class RelayMetrics:
 
     def handshake(self, outcome, code):
         """A browser handshake ended in `outcome` (close code `code`, or "101" when relayed)."""
-        self.handshakes.labels(outcome, str(code)).inc()
+        self._child(self.handshakes, outcome, str(code)).inc()
 
     def joined(self, report):
         """A pair started relaying."""
@@ -61,7 +71,7 @@ class RelayMetrics:
         """A browser connection (and its upstream leg, if any) is over."""
         for side, close in report.closes.items():
             if close is not None:
-                self.closes.labels(side, str(close.code)).inc()
+                self._child(self.closes, side, str(close.code)).inc()
         if report in self._live:
             self._live.discard(report)
             self.open_pairs.dec()
