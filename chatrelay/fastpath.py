@@ -95,14 +95,15 @@ def write_through(transport, data):
     and one more dispatch per relayed frame; an idle plain TCP transport can take the data
     right away. Whatever the socket does not take goes through transport.write as usual, so
     order, flow control (producers) and error handling stay Twisted's. The check reads
-    Twisted's write buffers (FileDescriptor.dataBuffer, _tempDataBuffer); tests/test_fastpath.py
-    fails if they change.
+    Twisted's write buffers and state (FileDescriptor.dataBuffer, _tempDataBuffer, _aborting,
+    _writeDisconnected); tests/test_fastpath.py fails if they change.
     """
     if (
         type(transport) in _PLAIN_TCP
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting
         and not transport._writeDisconnected
         and not transport.dataBuffer
         and not transport._tempDataBuffer

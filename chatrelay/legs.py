@@ -68,6 +68,19 @@ class LegMixin:
         else:
             self.outbound.data(payload)
 
+    def send_whole(self, payload, is_binary):
+        """Send one complete message on this leg (the other leg's size limit already held).
+
+        Not Autobahn's sendMessage: it applies this leg's receive limit to what it sends,
+        measured after compression, so deflate's few bytes of overhead would refuse a legal
+        message at the limit."""
+        if self._perMessageCompress is None:
+            self.sendFrame(opcode=2 if is_binary else 1, payload=payload)
+        else:
+            self.beginMessage(isBinary=is_binary)
+            self.sendMessageFrame(payload)
+            self.endMessage()
+
     def onMessageFrameEnd(self):
         """IWebSocketChannel API: nothing to do (the base class would buffer the frame)."""
 

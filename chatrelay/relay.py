@@ -52,7 +52,7 @@ class Direction:
         """The complete message arrived at once: send it on as one frame."""
         self.bytes += len(payload)
         if self.open and self.sink.leg_open():
-            self.sink.sendMessage(payload, self._binary)
+            self.sink.send_whole(payload, self._binary)
         self._started = None
 
     def data(self, chunk):
@@ -70,7 +70,7 @@ class Direction:
             if self._started:
                 self.sink.endMessage()
             elif self.sink.leg_open():
-                self.sink.sendMessage(b"", self._binary)  # an empty message: one frame
+                self.sink.send_whole(b"", self._binary)  # an empty message: one frame
         self._started = False
 
     def ping(self, payload):

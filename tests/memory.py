@@ -13,6 +13,11 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
 
 from chatrelay.credentials import Credentials
 from chatrelay.gate import Gate
@@ -85,14 +90,14 @@ class Harness:
 
     def __init__(self, allow=("ws://upstream.test:*/chat/",), max_message_size=1 << 20,
                  connect_timeout=10.0, close_timeout=5.0, ping_interval=0.0, ping_timeout=0.0,
-                 origins=(), limits=None, clients=None):
+                 origins=(), limits=None, clients=None, compression="none"):
         self.clock = MemoryReactorClock()
         self._saved_loop = txaio.config.loop
         txaio.config.loop = self.clock  # Autobahn's timers ignore the factory's reactor
         self.held = []
         self.pumps = []
         self.connect_timeout = connect_timeout
-        settings = LegSettings(max_message_size, close_timeout, ping_interval, ping_timeout)
+        settings = LegSettings(max_message_size, close_timeout, ping_interval, ping_timeout, compression)
         self.factory = RelayServerFactory(
             self.clock,
             Gate(Credentials(TOKEN, clock=self.clock.seconds), Allowlist.from_strings(allow), origins),
@@ -114,8 +119,10 @@ class Harness:
     def _connect(self, target, factory):
         return UpstreamAttempt(self.clock, HeldEndpoint(self), factory, self.connect_timeout)
 
-    def browser(self, query=None, protocols=None, headers=None, origin=None, peer="192.0.2.7"):
-        """Connect a browser with the given query string (default: good key and target)."""
+    def browser(self, query=None, protocols=None, headers=None, origin=None, peer="192.0.2.7",
+                deflate=False):
+        """Connect a browser with the given query string (default: good key and target);
+        `deflate`: offer permessage-deflate, as browsers do."""
         if query is None:
             query = relay_query()
         factory = WebSocketClientFactory(
@@ -123,6 +130,9 @@ class Harness:
         )
         factory.protocol = BrowserClient
         factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=0, closeHandshakeTimeout=30)
+        if deflate:
+            factory.setProtocolOptions(perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                                       perMessageCompressionAccept=accept_deflate)
         client = factory.buildProtocol(None)
         server = self.factory.buildProtocol(IPv4Address("TCP", peer, 40000))
         self._connect_pair(server, client, peer=peer)
@@ -176,6 +186,13 @@ class Harness:
         """Let time pass, then settle."""
         self.clock.advance(seconds)
         self.flush()
+
+
+def accept_deflate(response):
+    """A client's acceptance of the server's permessage-deflate response."""
+    if isinstance(response, PerMessageDeflateResponse):
+        return PerMessageDeflateResponseAccept(response)
+    return None
 
 
 def relay_query(key=TOKEN, target=UPSTREAM_URL):

@@ -166,6 +166,24 @@ def test_oversized_browser_message_closes_with_1009(make_harness):
     assert upstream.closed[1] == 1009
 
 
+@pytest.mark.parametrize("is_binary", [True, False])
+def test_a_message_at_the_limit_reaches_a_compressing_browser(make_harness, is_binary):
+    """Deflate makes incompressible data a few bytes longer: the limit is on what the relay
+    receives, so a message at the limit still goes out on a compressed leg."""
+    import os
+
+    harness = make_harness(max_message_size=1000, compression="browser")
+    browser = harness.browser(deflate=True)
+    upstream = harness.upstream()
+    assert browser._perMessageCompress is not None
+    payload = os.urandom(1000) if is_binary else "é".encode() * 500
+    for message in (payload, b""):
+        upstream.sendMessage(message, isBinary=is_binary)
+    harness.flush()
+    assert browser.messages == [(payload, is_binary), (b"", is_binary)]
+    assert browser.closed is None and upstream.closed is None
+
+
 def test_invalid_utf8_from_upstream_closes_both_with_1007(harness):
     """A text message that is not UTF-8 fails with 1007 on both legs."""
     browser, upstream = joined(harness)
