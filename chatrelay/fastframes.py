@@ -13,7 +13,7 @@ import random
 
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from chatrelay.fastpath import write_through
+from chatrelay.writes import write_through
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 _GROUND = WebSocketProtocol.SEND_STATE_GROUND

@@ -8,14 +8,15 @@ and report.py, and implement the small leg interface relay.py documents.
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from chatrelay import closecodes, fastframes, fastpath
+from chatrelay import autobahn_costs, closecodes, fastframes
 from chatrelay.compression import browser_options as browser_compression
 from chatrelay.compression import upstream_options as upstream_compression
 from chatrelay.relay import NOWHERE, UPSTREAM
 from chatrelay.report import LegClose
+from chatrelay.writes import write_through
 
 closecodes.allow_receiving_1014()
-fastpath.defer_debug_formatting()
+autobahn_costs.defer_debug_formatting()
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 _CLOSING = WebSocketProtocol.STATE_CLOSING
@@ -167,14 +168,14 @@ class LegMixin:
         self._dataReceived(data)
 
     def sendData(self, data, sync=False, chopsize=None):
-        """Autobahn API: written through to the socket when nothing is queued (see fastpath).
+        """Autobahn API: written through to the socket when nothing is queued (see writes).
 
         Autobahn's own version would also count the bytes in trafficStats, which the relay
         never reads (its own counters are in relay.Direction).
         """
         if sync or chopsize or self.send_queue:
             return WebSocketProtocol.sendData(self, data, sync, chopsize)
-        fastpath.write_through(self.transport, data)
+        write_through(self.transport, data)
 
     def forget_handshake(self):
         """Drop what only the opening handshake needed, and compact what is left: a relay
@@ -260,6 +261,6 @@ class UpstreamFactory(WebSocketClientFactory):
         self.attempt = None
 
     def setProtocolOptions(self, **options):
-        """Autobahn API: the options also go to the protocol class (see fastpath)."""
+        """Autobahn API: the options also go to the protocol class (see autobahn_costs)."""
         super().setProtocolOptions(**options)
-        self.protocol = fastpath.options_on_class(type(self).protocol, self)
+        self.protocol = autobahn_costs.options_on_class(type(self).protocol, self)

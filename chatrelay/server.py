@@ -12,7 +12,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 
-from chatrelay import closecodes, fastpath
+from chatrelay import autobahn_costs, closecodes
 from chatrelay.clients import ClientAddresses
 from chatrelay.gate import Refusal
 from chatrelay.http import Routes, parse_plain_request, wants_upgrade
@@ -222,9 +222,9 @@ class RelayServerFactory(WebSocketServerFactory):
         )
 
     def setProtocolOptions(self, **options):
-        """Autobahn API: the options also go to the protocol class (see fastpath)."""
+        """Autobahn API: the options also go to the protocol class (see autobahn_costs)."""
         super().setProtocolOptions(**options)
-        self.protocol = fastpath.options_on_class(type(self).protocol, self)
+        self.protocol = autobahn_costs.options_on_class(type(self).protocol, self)
 
     def open_upstream(self, target, protocols, relay):
         """Start an UpstreamAttempt for `target` on behalf of `relay`."""

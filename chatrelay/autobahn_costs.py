@@ -12,13 +12,9 @@
   TCP_NODELAY work: Autobahn 26.10 calls setTcpNoDelay(self.tcpNoDelay) in connectionMade,
   before the per-instance copy exists, so with the usual factory Nagle stays on, and holds a
   relayed message's final frame for the peer's delayed ACK (about 40 ms per message).
-- `write_through()` sends a relayed frame at once when the socket has nothing queued, instead
-  of waiting for the reactor's next turn.
 """
 
 from pprint import pformat
-
-from twisted.internet import tcp
 
 import autobahn.twisted.websocket as _twisted_websocket
 import autobahn.websocket.protocol as _websocket_protocol
@@ -83,36 +79,3 @@ def options_on_class(protocol, factory):
     options["__module__"] = protocol.__module__
     options["__qualname__"] = protocol.__qualname__
     return type(protocol.__name__, (protocol,), options)
-
-
-_PLAIN_TCP = (tcp.Server, tcp.Client)
-
-
-def write_through(transport, data):
-    """transport.write(data), but sent at once when the transport has nothing queued.
-
-    Twisted queues every write until the reactor's next turn, which costs two epoll_ctl calls
-    and one more dispatch per relayed frame; an idle plain TCP transport can take the data
-    right away. Whatever the socket does not take goes through transport.write as usual, so
-    order, flow control (producers) and error handling stay Twisted's. The check reads
-    Twisted's write buffers and state (FileDescriptor.dataBuffer, _tempDataBuffer, _aborting,
-    _writeDisconnected); tests/test_fastpath.py fails if they change.
-    """
-    if (
-        type(transport) in _PLAIN_TCP
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._aborting
-        and not transport._writeDisconnected
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:  # BlockingIOError included: the reactor's own write finds any error
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
