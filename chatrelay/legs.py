@@ -43,6 +43,10 @@ class LegMixin:
         """Whether data may be sent on this leg (not `is_open`: Autobahn owns that name)."""
         return self.state == _OPEN
 
+    def compressed(self):
+        """Whether permessage-deflate is in use on this leg."""
+        return self._perMessageCompress is not None
+
     # Data: a message that arrives whole goes on as one frame; any other, chunk by chunk.
 
     def onMessageBegin(self, isBinary):
@@ -153,7 +157,7 @@ class LegMixin:
         self.lost_reason = reason.value
         super().connectionLost(reason)
 
-    fast_frames = False  # set by Relay.join while the pair relays without compression
+    fast_frames = False  # True while the pair relays without compression (Relay.join)
 
     def dataReceived(self, data):
         """Twisted API: simple whole-message frames first (fastframes), the rest straight to

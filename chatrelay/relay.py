@@ -3,12 +3,14 @@
 Legs are Autobahn protocols (see legs.py); this module only calls the parts of their interface
 named below, so it can be read, and tested, without a network:
 
-    beginMessage(isBinary), sendMessageFrame(bytes), endMessage()   data, frame by frame
+    send_whole(bytes, is_binary)                                    a message that arrived whole
+    beginMessage(isBinary), sendMessageFrame(bytes), endMessage()   any other, frame by frame
     sendPing(bytes), sendPong(bytes)                                pass-through control frames
     sendCloseFrame(code, reasonUtf8)                                a close with any code
     answer_close()                                                  reply to the close it deferred
     leg_open(), transport.pauseProducing(), transport.resumeProducing()
     registerProducer(producer, streaming), unregisterProducer()
+    compressed(), fast_frames                                       the fast path (fastframes.py)
 
 Closing is end to end: a close received on one leg is forwarded to the other, and the first
 leg's reply waits until the other side answers (or `close_timeout` passes, or it drops).
@@ -164,7 +166,7 @@ class Relay:
         self.report.directions = {BROWSER: browser.outbound, UPSTREAM: upstream.outbound}
         browser.registerProducer(ReadValve(upstream), True)
         upstream.registerProducer(ReadValve(browser), True)
-        if getattr(browser, "_perMessageCompress", 1) is None and getattr(upstream, "_perMessageCompress", 1) is None:
+        if not (browser.compressed() or upstream.compressed()):
             browser.fast_frames = upstream.fast_frames = True
         if self.idle_timeout:
             self._check_idle()

@@ -164,3 +164,23 @@ def test_frames_after_a_close_are_not_relayed(harness, taken):
     assert upstream.messages == [(b"last", False)]
     assert upstream.closed[1] == 4000
     assert browser.closed[1] == 4000
+
+
+def test_a_compressed_leg_keeps_the_pair_on_autobahns_path(make_harness, taken):
+    """With permessage-deflate on either leg, every frame goes through Autobahn (which inflates
+    and deflates); without it, the same relay takes the fast path."""
+    harness = make_harness(compression="browser")
+    browser = harness.browser(deflate=True)
+    upstream = harness.upstream()
+    browser.sendMessage(b"squeezed")
+    upstream.sendMessage(b"and back")
+    harness.flush()
+    assert upstream.messages == [(b"squeezed", False)]
+    assert browser.messages == [(b"and back", False)]
+    assert taken == []
+    plain_browser = harness.browser()  # offers no compression: both legs plain
+    plain_upstream = harness.upstream()
+    plain_browser.sendData(from_browser(b"fast"))
+    harness.flush()
+    assert plain_upstream.messages == [(b"fast", False)]
+    assert taken == [len(from_browser(b"fast"))]
