@@ -1,6 +1,7 @@
 """The relay's fast path for the usual chat message: one small complete data frame.
 
-While a joined pair relays without compression, a leg's received bytes are first scanned here:
+While a joined pair relays without compression (Relay.join sets `fast_frames` on both legs; it
+is cleared once the pair starts closing), a leg's received bytes are first scanned here:
 every complete data frame at the start of the chunk that is a whole message (FIN, no RSV bits,
 text or binary), masked as the side requires, at most 65,535 bytes and within the size limits,
 with valid UTF-8 if text, is unmasked, checked and re-framed for the other leg directly, and
@@ -41,7 +42,6 @@ def forward(leg, data):
         or leg.state != _OPEN
         or sink.state != _OPEN
         or sink.send_state != _GROUND
-        or sink._perMessageCompress is not None
         or sink.send_queue
     ):
         return 0
@@ -94,6 +94,9 @@ def forward(leg, data):
             else:
                 header = bytes((b0, mask_out | 126, length >> 8, length & 0xFF))
             if mask_out:
+                # Masks as Autobahn makes its own (random.getrandbits; see its issue 758). They
+                # guard against script-chosen bytes fooling intermediaries that read the
+                # plaintext; the upstream leg to Binance is TLS, which none can read.
                 key = _getrandbits(32).to_bytes(4, "big")
                 out.append(header + key + _xor(payload, key))
             else:
