@@ -12,6 +12,7 @@ See docs/performance.md for the method and the latest results.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from functools import partial
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -324,9 +326,9 @@ def core(cpu, wall):
     return round(cpu / wall, 3) if wall else None
 
 
-def run_relay_phases(kind, args, plan, workdir, echo, relay_pids, url, echo_port):
+def run_relay_phases(plan, setup):
     """Every per-run phase against one relay; returns raw results and derived metrics."""
-    pids = {"relay": relay_pids, "echo": [echo.pid]}
+    url, pids = setup.url, setup.pids
     raw = {}
     metrics = {}
     d = plan.duration
@@ -349,7 +351,7 @@ def run_relay_phases(kind, args, plan, workdir, echo, relay_pids, url, echo_port
     metrics["mib_per_s"] = r["relayed_bytes"] / (1 << 20) / r["wall"]
 
     # The same schedule straight to the echo, interleaved in the same window: the floor.
-    direct_url = url.split("/chat-relay/")[0].rsplit(":", 1)[0] + f":{echo_port}/direct"
+    direct_url = f"ws://127.0.0.1:{setup.echo_port}/direct"
     r = raw["latency"] = load("latency", url, pids, 120, conns=100, rate=1000,
                               duration=plan.latency_duration, direct_url=direct_url)
     metrics["rtt_ms_p50"] = r["rtt_ms"]["p50"]
@@ -370,22 +372,38 @@ def start_relay(kind, args, workdir, port, echo_port):
     return start_nginx(args, workdir, port, echo_port)
 
 
-def huge_phase(kind, args, plan, workdir):
-    """One 256 MiB message through a fresh relay process (no memory left over from other
-    phases to reuse): the relay's RSS growth while relaying it."""
+class Setup:
+    """One relay (one or more processes) in front of its own echo, as the load generator sees it."""
+
+    def __init__(self, url, procs, echo, echo_port):
+        self.url = url
+        self.procs = procs
+        self.pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
+        self.echo_port = echo_port
+
+
+@contextlib.contextmanager
+def relay_with_echo(workdir, start):
+    """A fresh echo and, in front of it, the relay processes `start(port, echo_port)` returns;
+    all of them stopped on exit."""
     echo_port, port = free_port(), free_port()
     echo = start_echo(workdir, echo_port)
     procs = []
     try:
-        procs = start_relay(kind, args, workdir, port, echo_port)
-        url = relay_url(port, echo_port)
-        pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
-        load("warmup", url, pids, 60, duration=1)
-        return load("huge", url, pids, 300, size=plan.huge, echo_timeout=240)
+        procs = start(port, echo_port)
+        yield Setup(relay_url(port, echo_port), procs, echo, echo_port)
     finally:
         for proc in procs:
             proc.stop()
         echo.stop()
+
+
+def huge_phase(kind, args, plan, workdir):
+    """One 256 MiB message through a fresh relay process (no memory left over from other
+    phases to reuse): the relay's RSS growth while relaying it."""
+    with relay_with_echo(workdir, partial(start_relay, kind, args, workdir)) as setup:
+        load("warmup", setup.url, setup.pids, 60, duration=1)
+        return load("huge", setup.url, setup.pids, 300, size=plan.huge, echo_timeout=240)
 
 
 def load_share(raw):
@@ -399,85 +417,56 @@ def load_share(raw):
 
 
 def one_relay(kind, args, plan, workdir, run_index):
-    echo_port, port = free_port(), free_port()
-    echo = start_echo(workdir, echo_port)
-    procs = []
-    try:
-        procs = start_relay(kind, args, workdir, port, echo_port)
-        url = relay_url(port, echo_port)
-        raw, metrics = run_relay_phases(kind, args, plan, workdir, echo, [p.pid for p in procs], url,
-                                        echo_port)
-        info = getattr(procs[0], "info", {})
-        for proc in procs:
-            proc.stop()
-        r = raw["huge"] = huge_phase(kind, args, plan, workdir)
-        metrics["rss_growth_kib_256mib"] = r["relay_rss_growth_kib"]
-        metrics["huge_intact"] = r["intact"]
-        metrics["errors"] += r["error_total"]
-        return {"metrics": metrics, "raw": raw, "info": info, "cpu_share": load_share(raw)}
-    finally:
-        for proc in procs:
-            proc.stop()
-        echo.stop()
+    with relay_with_echo(workdir, partial(start_relay, kind, args, workdir)) as setup:
+        raw, metrics = run_relay_phases(plan, setup)
+        info = getattr(setup.procs[0], "info", {})
+    r = raw["huge"] = huge_phase(kind, args, plan, workdir)
+    metrics["rss_growth_kib_256mib"] = r["relay_rss_growth_kib"]
+    metrics["huge_intact"] = r["intact"]
+    metrics["errors"] += r["error_total"]
+    return {"metrics": metrics, "raw": raw, "info": info, "cpu_share": load_share(raw)}
 
 
 def hold_phase(kind, args, plan, workdir):
     """10,000 relayed connections held open: errors, RSS, CPU while idle."""
-    echo_port, port = free_port(), free_port()
-    echo = start_echo(workdir, echo_port)
-    procs = []
-    try:
-        procs = start_relay(kind, args, workdir, port, echo_port)
-        url = relay_url(port, echo_port)
-        pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
-        load("warmup", url, pids, 60, duration=1)
-        r = load("hold", url, pids, int(plan.hold_seconds) + 600, conns=plan.hold_conns,
+    with relay_with_echo(workdir, partial(start_relay, kind, args, workdir)) as setup:
+        load("warmup", setup.url, setup.pids, 60, duration=1)
+        r = load("hold", setup.url, setup.pids, int(plan.hold_seconds) + 600, conns=plan.hold_conns,
                  hold=plan.hold_seconds, concurrency=50,
                  local_addresses=[f"127.0.0.{i}" for i in range(1, 9)])
-        held = r["rss_held"]["relay"]
-        return {
-            "raw": r,
-            "metrics": {
-                "hold_errors": r["error_total"] + (r["requested"] - r["opened"]),
-                "hold_rss_kib": held,
-                "hold_rss_kib_per_conn": (held - r["rss_before"]["relay"]) / max(1, r["opened"]),
-                "hold_idle_cpu_pct": 100 * r["hold"]["cpu"]["relay"] / r["hold"]["wall"],
-                "hold_open_seconds": r["open_seconds"],
-            },
-        }
-    finally:
-        for proc in procs:
-            proc.stop()
-        echo.stop()
+    held = r["rss_held"]["relay"]
+    return {
+        "raw": r,
+        "metrics": {
+            "hold_errors": r["error_total"] + (r["requested"] - r["opened"]),
+            "hold_rss_kib": held,
+            "hold_rss_kib_per_conn": (held - r["rss_before"]["relay"]) / max(1, r["opened"]),
+            "hold_idle_cpu_pct": 100 * r["hold"]["cpu"]["relay"] / r["hold"]["wall"],
+            "hold_open_seconds": r["open_seconds"],
+        },
+    }
 
 
 def scale_phase(args, plan, workdir, shared=False):
     """Throughput (closed loop, 100 connections, unpaced) with 1 and with 2 chatrelay processes."""
     out = {}
     for processes in (1, 2):
-        echo_port, port = free_port(), free_port()
-        echo = start_echo(workdir, echo_port)
-        procs = []
-        try:
+        def start(port, echo_port, processes=processes):
             if processes == 1:
-                procs = start_chatrelay(args, workdir, port)
-            else:
-                procs = start_chatrelay_multi(args, workdir, port, processes, shared)
-            url = relay_url(port, echo_port)
-            pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
-            load("warmup", url, pids, 60, duration=1)
-            r = load("msgs", url, pids, 120, conns=100, size=200, duration=plan.scale_duration, rate=0)
-            out[processes] = {
-                "msgs_per_s": r["relayed_messages"] / r["wall"],
-                "cores": {role: core(cpu, r["wall"]) for role, cpu in r["cpu"].items()},
-                "relay_cores_per_process": [core(c, r["wall"]) for c in r.get("relay_cpu_per_pid", [])],
-                "relay_fds_per_process": r["fds_mid"].get("relay_fds"),
-                "errors": r["error_total"],
-            }
-        finally:
-            for proc in procs:
-                proc.stop()
-            echo.stop()
+                return start_chatrelay(args, workdir, port)
+            return start_chatrelay_multi(args, workdir, port, processes, shared)
+
+        with relay_with_echo(workdir, start) as setup:
+            load("warmup", setup.url, setup.pids, 60, duration=1)
+            r = load("msgs", setup.url, setup.pids, 120, conns=100, size=200, duration=plan.scale_duration,
+                     rate=0)
+        out[processes] = {
+            "msgs_per_s": r["relayed_messages"] / r["wall"],
+            "cores": {role: core(cpu, r["wall"]) for role, cpu in r["cpu"].items()},
+            "relay_cores_per_process": [core(c, r["wall"]) for c in r.get("relay_cpu_per_pid", [])],
+            "relay_fds_per_process": r["fds_mid"].get("relay_fds"),
+            "errors": r["error_total"],
+        }
     out["ratio"] = out[2]["msgs_per_s"] / out[1]["msgs_per_s"]
     return out
 
