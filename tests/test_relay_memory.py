@@ -1,5 +1,7 @@
 """The relay's behaviour contract, in memory: iosim connections on a Clock, no sockets."""
 
+import os
+
 import pytest
 
 from twisted.internet import error
@@ -170,8 +172,6 @@ def test_oversized_browser_message_closes_with_1009(make_harness):
 def test_a_message_at_the_limit_reaches_a_compressing_browser(make_harness, is_binary):
     """Deflate makes incompressible data a few bytes longer: the limit is on what the relay
     receives, so a message at the limit still goes out on a compressed leg."""
-    import os
-
     harness = make_harness(max_message_size=1000, compression="browser")
     browser = harness.browser(deflate=True)
     upstream = harness.upstream()
