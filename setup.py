@@ -22,6 +22,7 @@ setup(
     ],
     extras_require={
         "test": [
+            "twisted[test]",  # tests/test_reactor.py runs Twisted's own reactor suites
             "pytest>=9",
             "pytest-twisted>=1.14.3",
             "pytest-timeout",
