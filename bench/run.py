@@ -178,9 +178,15 @@ def chatrelay_extra_options(args, workdir):
     return extra
 
 
+def chatrelay_reactor(args):
+    """`--reactor=chatrelay`, as deployed, when the measured tree has that reactor."""
+    src = REPO if args.chatrelay_src == "installed" else Path(args.chatrelay_src)
+    return ["--reactor=chatrelay"] if (src / "chatrelay" / "reactor.py").exists() else []
+
+
 def chatrelay_command(args, listen, workdir):
     return [
-        twistd_path(), "-n", "--pidfile=", "chatrelay", "--listen", listen,
+        twistd_path(), "-n", "--pidfile=", *chatrelay_reactor(args), "chatrelay", "--listen", listen,
         "--allow-target", "ws://127.0.0.1:*", *chatrelay_extra_options(args, workdir),
     ]
 

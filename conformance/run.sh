@@ -39,7 +39,7 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done; wait 2>/d
 
 start_relay() {  # start_relay NAME COMPRESSION: twistd chatrelay on a free port; sets relay_port, relay_pid
   relay_port=$(free_port)
-  BINANCE_PROXY_TOKEN=$key twistd -n --pidfile= chatrelay --listen "tcp:$relay_port:interface=127.0.0.1" \
+  BINANCE_PROXY_TOKEN=$key twistd -n --pidfile= --reactor=chatrelay chatrelay --listen "tcp:$relay_port:interface=127.0.0.1" \
     "${relay_flags[@]}" --compression "$2" > "$out/relay-$1.log" 2>&1 &
   relay_pid=$!
   pids+=("$relay_pid")

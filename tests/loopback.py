@@ -106,14 +106,16 @@ class RelayProcess(protocol.ProcessProtocol):
                 pass
 
 
-def start_relay(reactor, *args, token=TOKEN, env=None):
-    """Start `twistd -n chatrelay --listen tcp:0... ARGS`; fires with the RelayProcess once listening."""
+def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay"):
+    """Start `twistd -n --reactor=chatrelay chatrelay --listen tcp:0... ARGS` (as deployed; None:
+    twistd's default reactor); fires with the RelayProcess once listening."""
     relay = RelayProcess()
     environment = {key: value for key, value in os.environ.items() if key != "BINANCE_PROXY_TOKEN"}
     if token is not None:
         environment["BINANCE_PROXY_TOKEN"] = token
     environment.update(env or {})
-    argv = [twistd_path(), "-n", "--pidfile=", "chatrelay", "--listen", "tcp:0:interface=127.0.0.1", *args]
+    choice = [f"--reactor={twistd_reactor}"] if twistd_reactor else []
+    argv = [twistd_path(), "-n", "--pidfile=", *choice, "chatrelay", "--listen", "tcp:0:interface=127.0.0.1", *args]
     reactor.spawnProcess(relay, argv[0], argv, env=environment, path=tempfile.gettempdir())
     return relay.started.addTimeout(WAIT, reactor)
 

@@ -88,6 +88,29 @@ def test_round_trip_through_the_relay(reactor, relay, fake):
     yield factory.closed
 
 
+def test_the_relay_runs_on_its_own_reactor(relay):
+    """`twistd --reactor=chatrelay`, as deployed, runs chatrelay.reactor.RelayReactor."""
+    assert "reactor class: chatrelay.reactor.RelayReactor." in relay.text
+
+
+@pytest_twisted.inlineCallbacks
+def test_round_trip_on_twistds_default_reactor(reactor, fake):
+    """Without --reactor the relay runs on twistd's default (epoll) reactor and relays as well."""
+    process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
+                                twistd_reactor=None)
+    try:
+        assert "reactor class: twisted.internet.epollreactor.EPollReactor." in process.text
+        factory, browser, binance = yield open_pair(reactor, process, fake)
+        browser.sendMessage(b'{"type": "ping"}')
+        assert (yield binance.next_message()) == (b'{"type": "ping"}', False)
+        binance.send_binary(b"\x01\x02")
+        assert (yield browser.next_message()) == (b"\x01\x02", True)
+        browser.sendClose(1000)
+        yield factory.closed
+    finally:
+        process.kill()
+
+
 @pytest_twisted.inlineCallbacks
 def test_each_tab_gets_its_own_upstream_with_the_exact_target(reactor, relay, fake):
     """Two browsers, two Binance connections, each with the URL its browser gave."""
