@@ -1,11 +1,12 @@
 """The relay's fast path for the usual chat message: one small complete data frame.
 
-While a joined pair relays without compression (Relay.join sets `fast_frames` on both legs; it
-is cleared once the pair starts closing), a leg's received bytes are first scanned here:
-every complete data frame at the start of the chunk that is a whole message (FIN, no RSV bits,
-text or binary), masked as the side requires, at most 65,535 bytes and within the size limits,
-with valid UTF-8 if text, is unmasked, checked and re-framed for the other leg directly, and
-all of them go out in one write. The first frame that is anything else (a control frame, a
+While a joined pair relays without compression (from Relay.join, through the legs'
+start_fast_frames, until the pair starts closing), a leg's received bytes are first scanned
+here: every complete data frame at the start of the chunk that is a whole message (FIN, no RSV
+bits, text or binary), masked as the side requires, at most 65,535 bytes and within the size
+limits, with valid UTF-8 if text, goes to the other leg directly, and all of them in one write:
+from a browser unmasked, checked and masked anew with the relay's own key; from an upstream
+checked and passed on byte for byte. The first frame that is anything else (a control frame, a
 fragment, a large or incomplete frame, a protocol error) and all that follows it go to
 Autobahn's parser as usual, which also finds and reports every error.
 """
@@ -23,13 +24,19 @@ _getrandbits = random.getrandbits
 _from_bytes = int.from_bytes
 
 
-def _xor(payload, mask):
-    """payload XOR the 4-byte mask repeated (RFC 6455 5.3): one big-int operation."""
-    n = len(payload)
-    if not n:
-        return payload
-    key = mask * (n // 4 + 1)
-    return (_from_bytes(payload, "little") ^ _from_bytes(key[:n], "little")).to_bytes(n, "little")
+def _repeated(mask, n):
+    """The 4-byte `mask` repeated over n bytes, as an int (little-endian, as payloads are read)."""
+    return _from_bytes((mask * (n // 4 + 1))[:n], "little")
+
+
+def route(leg, sink):
+    """What the fast path needs to know about relaying from `leg` to `sink`, settled at join:
+    whether frames come in masked (from a browser) and go out masked (to an upstream), the
+    largest payload it takes, and whether text is checked for UTF-8."""
+    masked = leg.factory.isServer  # a browser masks its frames; an upstream must not
+    assert masked != sink.factory.isServer
+    limit = min(leg.maxMessagePayloadSize or 65535, leg.maxFramePayloadSize or 65535, 65535)
+    return masked, limit, leg.utf8validateIncoming
 
 
 def forward(leg, data):
@@ -45,17 +52,14 @@ def forward(leg, data):
         or sink.send_queue
     ):
         return 0
-    masked_in = leg.factory.isServer  # a browser masks its frames; an upstream must not
-    mask_out = 0x80 if not sink.factory.isServer else 0
-    limit = min(leg.maxMessagePayloadSize or 65535, leg.maxFramePayloadSize or 65535, 65535)
-    validate = leg.utf8validateIncoming
+    masked, limit, validate = leg.fast_frames
     n = len(data)
     i = 0
     out = []
     while n - i >= 2:
         b0 = data[i]
         b1 = data[i + 1]
-        if b0 not in _DATA or bool(b1 & 0x80) != masked_in:
+        if b0 not in _DATA or bool(b1 & 0x80) != masked:
             break
         length = b1 & 0x7F
         p = i + 2
@@ -70,7 +74,7 @@ def forward(leg, data):
             break
         if length > limit:
             break
-        if masked_in:
+        if masked:
             if n - p < 4:
                 break
             mask = data[p:p + 4]
@@ -78,33 +82,32 @@ def forward(leg, data):
         end = p + length
         if end > n:
             break
-        payload = data[p:end]
-        if masked_in:
-            payload = _xor(payload, mask)
-        if b0 == 0x81 and validate:
+        if masked:
+            plain = _from_bytes(data[p:end], "little") ^ _repeated(mask, length)
+            payload = plain.to_bytes(length, "little")
+        else:
+            payload = data[p:end]
+        if b0 == 0x81 and validate and not payload.isascii():
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:
                 break
         direction.messages += 1
         direction.bytes += length
-        if direction.open:
-            if length < 126:
-                header = bytes((b0, mask_out | length))
-            else:
-                header = bytes((b0, mask_out | 126, length >> 8, length & 0xFF))
-            if mask_out:
-                # Masks as Autobahn makes its own (random.getrandbits; see its issue 758). They
-                # guard against script-chosen bytes fooling intermediaries that read the
-                # plaintext; the upstream leg to Binance is TLS, which none can read.
-                key = _getrandbits(32).to_bytes(4, "big")
-                out.append(header + key + _xor(payload, key))
-            else:
-                out.append(header + payload)
+        if masked:
+            # Toward the upstream: the same frame, masked with a key of the relay's own. Keys
+            # are made as Autobahn makes its own (random.getrandbits; see its issue 758). They
+            # guard against script-chosen bytes fooling intermediaries that read the
+            # plaintext; the upstream leg to Binance is TLS, which none can read.
+            key = _getrandbits(32).to_bytes(4, "big")
+            out.append(data[i:i + 2] if length < 126 else data[i:i + 4])
+            out.append(key)
+            out.append((plain ^ _repeated(key, length)).to_bytes(length, "little"))
         i = end
     if i:
-        if out:
-            write_through(sink.transport, out[0] if len(out) == 1 else b"".join(out))
+        if direction.open:
+            # Toward a browser, an upstream frame goes on byte for byte (unmasked both ways).
+            write_through(sink.transport, b"".join(out) if masked else data[:i] if i < n else data)
         if leg.autoPingTimeoutCall is not None and leg.autoPingRestartOnAnyTraffic:
             leg._cancelAutoPingTimeoutCall()
     return i

@@ -157,7 +157,15 @@ class LegMixin:
         self.lost_reason = reason.value
         super().connectionLost(reason)
 
-    fast_frames = False  # True while the pair relays without compression (Relay.join)
+    fast_frames = None  # fastframes.route(self, sink) while the pair relays without compression
+
+    def start_fast_frames(self, sink):
+        """Relay whole small messages to `sink` on the fast path from now on (Relay.join)."""
+        self.fast_frames = fastframes.route(self, sink)
+
+    def stop_fast_frames(self):
+        """Leave everything to Autobahn's parser from now on (the pair is closing)."""
+        self.fast_frames = None
 
     def dataReceived(self, data):
         """Twisted API: simple whole-message frames first (fastframes), the rest straight to

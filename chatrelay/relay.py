@@ -10,7 +10,7 @@ named below, so it can be read, and tested, without a network:
     answer_close()                                                  reply to the close it deferred
     leg_open(), transport.pauseProducing(), transport.resumeProducing()
     registerProducer(producer, streaming), unregisterProducer()
-    compressed(), fast_frames                                       the fast path (fastframes.py)
+    compressed(), start_fast_frames(sink), stop_fast_frames()      the fast path (fastframes.py)
 
 Closing is end to end: a close received on one leg is forwarded to the other, and the first
 leg's reply waits until the other side answers (or `close_timeout` passes, or it drops).
@@ -167,7 +167,8 @@ class Relay:
         browser.registerProducer(ReadValve(upstream), True)
         upstream.registerProducer(ReadValve(browser), True)
         if not (browser.compressed() or upstream.compressed()):
-            browser.fast_frames = upstream.fast_frames = True
+            browser.start_fast_frames(upstream)
+            upstream.start_fast_frames(browser)
         if self.idle_timeout:
             self._check_idle()
 
@@ -250,7 +251,7 @@ class Relay:
         self.closing = True
         for leg in (self.browser, self.upstream):
             if leg is not None:
-                leg.fast_frames = False
+                leg.stop_fast_frames()
         if self._idle_check is not None and self._idle_check.active():
             self._idle_check.cancel()
         self.report.set_outcome(outcome)

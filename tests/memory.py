@@ -41,6 +41,12 @@ class Recorder:
         self.pings = []
         self.pongs = []
         self.closed = None
+        self.raw = b""
+
+    def dataReceived(self, data):
+        """Twisted API: keep the bytes as they came, then parse them as usual."""
+        self.raw += data
+        super().dataReceived(data)
 
     def onOpen(self):
         """IWebSocketChannel API."""

@@ -78,6 +78,31 @@ def test_upstream_frames_reach_the_browser_unmasked(harness, taken):
     assert browser.closed is None
 
 
+def test_frames_to_the_upstream_are_masked_with_the_relays_own_key(harness, taken, monkeypatch):
+    """A browser's frame reaches the upstream as the same frame, masked anew by the relay."""
+    monkeypatch.setattr(fastframes, "_getrandbits", lambda bits: 0x0A0B0C0D)
+    browser, upstream = joined(harness)
+    payload = "заказ оплачен".encode()  # text, not ASCII: checked as UTF-8
+    chunk = frame(payload, mask=b"\x01\x02\x03\x04")
+    before = len(upstream.raw)
+    browser.sendData(chunk)
+    harness.flush()
+    assert upstream.raw[before:] == frame(payload, mask=b"\x0a\x0b\x0c\x0d")
+    assert upstream.messages == [(payload, False)]
+    assert taken == [len(chunk)]
+
+
+def test_frames_to_the_browser_go_on_byte_for_byte(harness, taken):
+    """An upstream's whole frames reach the browser exactly as they were sent."""
+    browser, upstream = joined(harness)
+    chunk = frame(b'{"type":"text"}') + frame(b"\x00" * 200, 0x2) + frame(b"")
+    before = len(browser.raw)
+    upstream.sendData(chunk)
+    harness.flush()
+    assert browser.raw[before:] == chunk
+    assert taken == [len(chunk)]
+
+
 def test_a_control_frame_hands_the_rest_to_autobahn(harness, taken):
     """A ping between two messages: the first message goes fast, the ping and the rest after it
     go through Autobahn, and all three arrive."""
