@@ -37,14 +37,18 @@ class RelayReactor(EPollReactor):
                 continue  # removed by an earlier event of this poll
             try:
                 if event == _READABLE and selectable.fileno() != -1:
-                    # _doReadOrWrite's read branch, inlined for the common case.
+                    # _doReadOrWrite's read branch, inlined for the common case; as there, a
+                    # read that raised disconnects as if not in a read (a half-closeable
+                    # protocol raising ConnectionDone loses the whole connection).
                     try:
                         why = selectable.doRead()
+                        in_read = True
                     except BaseException:
                         why = sys.exc_info()[1]
+                        in_read = False
                         log.err()
                     if why:
-                        self._disconnectSelectable(selectable, why, True)
+                        self._disconnectSelectable(selectable, why, in_read)
                 else:
                     self._doReadOrWrite(selectable, fd, event)
             except KeyboardInterrupt:

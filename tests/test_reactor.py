@@ -3,7 +3,11 @@ it, and its event dispatch keeps the epoll reactor's error handling."""
 
 import socket
 
-from twisted.internet import protocol
+from zope.interface import implementer
+
+from twisted.internet import protocol, tcp
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.test import test_core, test_fdset, test_socket, test_tcp, test_threads, test_time, test_tls
 from twisted.python import log
 from twisted.trial.unittest import SynchronousTestCase
@@ -66,6 +70,22 @@ class Reader(protocol.Protocol):
         self.lost = reason
 
 
+@implementer(IHalfCloseableProtocol)
+class HalfCloseableReader(Reader):
+    """A Reader that supports half-close, and ends its connection by raising ConnectionDone."""
+
+    read_lost = False
+
+    def dataReceived(self, data):
+        raise ConnectionDone()
+
+    def readConnectionLost(self):
+        self.read_lost = True
+
+    def writeConnectionLost(self):
+        """Twisted API."""
+
+
 class DispatchTests(SynchronousTestCase):
     """RelayReactor.doPoll: the epoll reactor's dispatch, minus the legacy log context."""
 
@@ -78,14 +98,15 @@ class DispatchTests(SynchronousTestCase):
             selectable.socket.close()
         self.reactor._poller.close()
 
-    def connected_reader(self):
-        """A Reader on a TCP connection from a socketpair, registered with the reactor; and the
-        peer socket to write to it."""
-        from twisted.internet import tcp
-
-        ours, theirs = socket.socketpair()
+    def connected_reader(self, reader_class=Reader):
+        """A reader on a loopback TCP connection, registered with the reactor; its transport;
+        and the peer socket to write to it."""
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            theirs = socket.create_connection(listener.getsockname(), timeout=5)
+            ours, _ = listener.accept()
         self.addCleanup(theirs.close)
-        reader = Reader()
+        ours.setblocking(False)
+        reader = reader_class()
         transport = tcp.Connection(ours, reader, self.reactor)
         transport.connected = True
         reader.makeConnection(transport)
@@ -116,14 +137,23 @@ class DispatchTests(SynchronousTestCase):
         self.assertEqual(healthy.data, b"fine")
         self.assertIsNone(healthy.lost)
 
-    def test_a_closed_peer_ends_the_connection_cleanly(self):
-        """The peer's close (a read of b'') loses the connection with ConnectionDone."""
-        from twisted.internet.error import ConnectionDone
-
+    def test_a_peers_fin_ends_the_connection_cleanly(self):
+        """The peer's FIN (a plain readable event, then a read of b'') loses the connection
+        with ConnectionDone."""
         reader, _, peer = self.connected_reader()
-        peer.close()
+        peer.shutdown(socket.SHUT_WR)
         self.reactor.doPoll(1)
         self.assertIsInstance(reader.lost.value, ConnectionDone)
+
+    def test_connection_done_raised_in_a_read_loses_the_whole_connection(self):
+        """As in the epoll reactor: a half-closeable protocol raising ConnectionDone from
+        dataReceived loses its connection, not only the read side."""
+        reader, _, peer = self.connected_reader(HalfCloseableReader)
+        peer.sendall(b"done")
+        self.reactor.doPoll(1)
+        self.flushLoggedErrors(ConnectionDone)
+        self.assertIsInstance(reader.lost.value, ConnectionDone)
+        self.assertFalse(reader.read_lost)
 
     def test_other_events_take_the_epoll_reactors_path(self):
         """An event that is not a plain read (here: writable) goes through _doReadOrWrite."""
