@@ -84,14 +84,13 @@ def forward(leg, data):
             break
         if masked:
             plain = _from_bytes(data[p:end], "little") ^ _repeated(mask, length)
-            payload = plain.to_bytes(length, "little")
-        else:
-            payload = data[p:end]
-        if b0 == 0x81 and validate and not payload.isascii():
-            try:
-                payload.decode("utf-8")
-            except UnicodeDecodeError:
-                break
+        if b0 == 0x81 and validate:
+            payload = plain.to_bytes(length, "little") if masked else data[p:end]
+            if not payload.isascii():
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
         direction.messages += 1
         direction.bytes += length
         if masked:

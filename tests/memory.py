@@ -41,7 +41,7 @@ class Recorder:
         self.pings = []
         self.pongs = []
         self.closed = None
-        self.raw = b""
+        self.raw = bytearray()
 
     def dataReceived(self, data):
         """Twisted API: keep the bytes as they came, then parse them as usual."""

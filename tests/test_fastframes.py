@@ -43,6 +43,12 @@ def frame(payload, opcode=0x1, fin=True, mask=None, rsv=0):
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+def non_minimal(payload, mask=None):
+    """A text frame whose short length is sent in the 16-bit form: a protocol error."""
+    whole = frame(payload, mask=mask)
+    return bytes([whole[0], (whole[1] & 0x80) | 126]) + struct.pack("!H", len(payload)) + whole[2:]
+
+
 def from_browser(payload, opcode=0x1, fin=True):
     """A frame as a browser sends it: masked."""
     return frame(payload, opcode, fin, mask=os.urandom(4))
@@ -157,7 +163,9 @@ def test_a_message_over_the_limit_fails_with_1009(make_harness):
         frame(b"unmasked"),  # a browser must mask
         frame(b"rsv", rsv=0x40, mask=b"abcd"),  # no extension was agreed
         frame(b"", opcode=0x3, mask=b"abcd"),  # a reserved opcode
+        non_minimal(b"short", mask=b"abcd"),  # lengths use the shortest form
     ],
+    ids=["unmasked", "rsv", "reserved-opcode", "non-minimal-length"],
 )
 def test_protocol_errors_from_the_browser_fail_with_1002(harness, bad):
     """What the fast path does not recognise goes to Autobahn, which fails the leg with 1002;
@@ -170,12 +178,23 @@ def test_protocol_errors_from_the_browser_fail_with_1002(harness, bad):
     assert upstream.closed[1] == 1001
 
 
-def test_masked_frames_from_the_upstream_fail_with_1002(harness):
-    """A server must not mask: the upstream leg fails, the browser gets 1014."""
+@pytest.mark.parametrize(
+    "bad",
+    [
+        frame(b"masked", mask=b"abcd"),  # a server must not mask
+        frame(b"rsv", rsv=0x40),
+        frame(b"", opcode=0x3),
+        non_minimal(b"short"),
+    ],
+    ids=["masked", "rsv", "reserved-opcode", "non-minimal-length"],
+)
+def test_protocol_errors_from_the_upstream_fail_with_1002(harness, bad):
+    """Upstream frames go to the browser byte for byte only when they are right: anything else
+    goes to Autobahn, which fails the upstream leg with 1002; the browser gets 1014."""
     browser, upstream = joined(harness)
-    upstream.sendData(frame(b"masked", mask=b"abcd"))
+    upstream.sendData(frame(b"before") + bad)
     harness.flush()
-    assert browser.messages == []
+    assert browser.messages == [(b"before", False)]
     assert upstream.closed[1] == 1002
     assert browser.closed[1] == 1014
 
