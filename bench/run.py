@@ -157,18 +157,24 @@ def twistd_path():
     return str(candidate) if candidate.exists() else shutil.which("twistd") or "twistd"
 
 
-_CHATRELAY_HELP = {}
+_TWISTD_OUTPUT = {}
+
+
+def twistd_output(args, workdir, *argv):
+    """What `twistd ARGV` prints with the chatrelay being measured (remembered per source)."""
+    key = (args.chatrelay_src, argv)
+    if key not in _TWISTD_OUTPUT:
+        out = subprocess.run(
+            [twistd_path(), *argv], env=chatrelay_env(args), cwd=workdir,
+            capture_output=True, text=True, timeout=60,
+        )
+        _TWISTD_OUTPUT[key] = out.stdout + out.stderr
+    return _TWISTD_OUTPUT[key]
 
 
 def chatrelay_extra_options(args, workdir):
     """Options the benchmark needs that this chatrelay version may or may not have."""
-    if "help" not in _CHATRELAY_HELP:
-        out = subprocess.run(
-            [twistd_path(), "chatrelay", "--help"], env=chatrelay_env(args), cwd=workdir,
-            capture_output=True, text=True, timeout=60,
-        )
-        _CHATRELAY_HELP["help"] = out.stdout + out.stderr
-    help_text = _CHATRELAY_HELP["help"]
+    help_text = twistd_output(args, workdir, "chatrelay", "--help")
     extra = ["--max-message-size", str(MAX_MESSAGE)]
     # Connection limits must not refuse the benchmark's own connections (all from 127.0.0.1).
     for option in ("--max-connections", "--max-connections-per-ip"):
@@ -178,15 +184,15 @@ def chatrelay_extra_options(args, workdir):
     return extra
 
 
-def chatrelay_reactor(args):
-    """`--reactor=chatrelay`, as deployed, when the measured tree has that reactor."""
-    src = REPO if args.chatrelay_src == "installed" else Path(args.chatrelay_src)
-    return ["--reactor=chatrelay"] if (src / "chatrelay" / "reactor.py").exists() else []
+def chatrelay_reactor(args, workdir):
+    """`--reactor=chatrelay`, as deployed, when the chatrelay being measured has that reactor."""
+    reactors = twistd_output(args, workdir, "--help-reactors")
+    return ["--reactor=chatrelay"] if re.search(r"^\s*chatrelay\s", reactors, re.MULTILINE) else []
 
 
 def chatrelay_command(args, listen, workdir):
     return [
-        twistd_path(), "-n", "--pidfile=", *chatrelay_reactor(args), "chatrelay", "--listen", listen,
+        twistd_path(), "-n", "--pidfile=", *chatrelay_reactor(args, workdir), "chatrelay", "--listen", listen,
         "--allow-target", "ws://127.0.0.1:*", *chatrelay_extra_options(args, workdir),
     ]
 
@@ -199,6 +205,8 @@ def start_chatrelay(args, workdir, port):
     proc.wait_for(rf"starting on {port}\b")
     match = re.search(r"NVX (\w+)", proc.text())
     proc.info = {"nvx": match.group(1) if match else "not logged"}
+    reactor = re.search(r"reactor class: (\S+?)\.?$", proc.text(), re.MULTILINE)
+    proc.info["reactor"] = reactor.group(1) if reactor else "not logged"
     version = re.search(r"chatrelay (\S+) \(autobahn (\S+?),", proc.text())
     if version:
         proc.info.update(chatrelay=version.group(1), autobahn=version.group(2))
@@ -678,7 +686,8 @@ def main():
                 f"cycle {m['cpu_us_per_conn_cycle']:.0f} us, idle {m['rss_kib_per_idle_conn']:.1f} KiB/conn, "
                 f"{m['cpu_us_per_mib']:.0f} us/MiB, 256 MiB +{m['rss_growth_kib_256mib']:,} KiB, "
                 f"rtt +{m['added_rtt_ms_p50']:.2f}/+{m['added_rtt_ms_p99']:.2f} ms, errors {m['errors']}"
-                + (f", NVX {results[kind]['info'].get('nvx')}" if kind == "chatrelay" else ""))
+                + (f", NVX {results[kind]['info'].get('nvx')}, reactor {results[kind]['info'].get('reactor')}"
+                   if kind == "chatrelay" else ""))
             shares = results[kind]["cpu_share"]
             log("    cores busy (relay/echo/loadgen/whole machine): " + "; ".join(
                 f"{phase} {s.get('relay', 0):.2f}/{s.get('echo', 0):.2f}/{s.get('loadgen', 0):.2f}/"
