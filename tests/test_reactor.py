@@ -8,7 +8,9 @@ from zope.interface import implementer
 from twisted.internet import protocol, tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.test import test_core, test_fdset, test_socket, test_tcp, test_threads, test_time, test_tls
+from twisted.internet.test import (
+    test_core, test_fdset, test_socket, test_tcp, test_threads, test_time, test_tls, test_unix,
+)
 from twisted.python import log
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,9 +18,9 @@ from chatrelay.reactor import RelayReactor
 
 RELAY_REACTOR = "chatrelay.reactor.RelayReactor"
 
-# Twisted's reactor conformance suites, as it runs them on its own reactors: TCP and TLS
-# transports, ports, connectors, adoption, abort, producers, readers/writers bookkeeping,
-# system events, timers, threads (the resolver's callFromThread).
+# Twisted's reactor conformance suites, as it runs them on its own reactors: TCP, TLS and UNIX
+# socket transports (`--listen unix:...`), ports, connectors, adoption, abort, producers,
+# readers/writers bookkeeping, system events, timers, threads (the resolver's callFromThread).
 _BUILDERS = (
     test_tcp.TCP4ClientTestsBuilder, test_tcp.TCP6ClientTestsBuilder, test_tcp.TCPPortTestsBuilder,
     test_tcp.TCPFDPortTestsBuilder, test_tcp.TCPConnectionTestsBuilder, test_tcp.TCP4ConnectorTestsBuilder,
@@ -27,6 +29,8 @@ _BUILDERS = (
     test_tls.AbortSSLConnectionTests, test_socket.IReactorSocketVerificationTestsBuilder,
     test_fdset.ReactorFDSetTestsBuilder, test_core.SystemEventTestsBuilder, test_time.TimeTestsBuilder,
     test_threads.ThreadTestsBuilder,
+    test_unix.UNIXTestsBuilder, test_unix.UNIXPortTestsBuilder, test_unix.UNIXFDPortTestsBuilder,
+    test_unix.UNIXAdoptStreamConnectionTestsBuilder, test_unix.UnixClientTestsBuilder,
 )
 # Where RelayReactor differs from EPollReactor, on purpose or as EPollReactor itself does.
 _DIFFERENCES = {
