@@ -1,6 +1,7 @@
 """chatrelay's reactor (`twistd --reactor=chatrelay`): Twisted's own reactor test suites run on
 it, and its event dispatch keeps the epoll reactor's error handling."""
 
+import select
 import socket
 
 from zope.interface import implementer
@@ -166,4 +167,4 @@ class DispatchTests(SynchronousTestCase):
         reader, transport, _ = self.connected_reader()
         transport.startWriting()
         self.reactor.doPoll(1)
-        self.assertTrue(seen and all(event & 0x004 for event in seen))  # EPOLLOUT
+        self.assertTrue(seen and all(event & select.EPOLLOUT for event in seen))
