@@ -23,6 +23,47 @@ sys.path.insert(0, str(BENCH))
 import run as bench  # noqa: E402
 
 
+# C functions that are (mostly) a system call: counted on their own, not with their callers.
+_SYSTEM_CALLS = {
+    "send", "recv", "poll", "shutdown", "connect_ex", "close", "_accept", "register", "unregister",
+    "modify", "setsockopt", "getsockopt", "getsockname", "getpeername", "write", "flush",
+}
+
+
+def package_of(filename):
+    """Who owns the code in `filename`: chatrelay, a site-packages distribution, or the stdlib."""
+    if filename == "~":
+        return "builtin"
+    parts = Path(filename).parts
+    if "chatrelay" in parts:
+        return "chatrelay"
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    return "stdlib"
+
+
+def own_time_by_package(raw):
+    """cProfile's own time per package; a C function's time goes to its Python callers in
+    proportion, except system calls, which are counted as "system calls"."""
+    shares = {}
+    for (filename, _line, func), (_cc, _nc, tt, _ct, callers) in raw.items():
+        owners = {package_of(filename): 1.0}
+        if owners == {"builtin": 1.0}:
+            # "<method 'send' of '_socket.socket' objects>", "<function socket.close at 0x...>"
+            names = {word.strip("'<>").rsplit(".", 1)[-1] for word in func.split()}
+            if names & _SYSTEM_CALLS:
+                owners = {"system calls": 1.0}
+            else:
+                by_caller = sum(c[2] for c in callers.values()) or 1.0
+                owners = {}
+                for (caller_file, _l, _f), c in callers.items():
+                    key = package_of(caller_file)
+                    owners[key] = owners.get(key, 0.0) + c[2] / by_caller
+        for key, part in owners.items():
+            shares[key] = shares.get(key, 0.0) + tt * part
+    return shares
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", choices=("msgs", "cycles", "idle"), default="msgs")
@@ -85,6 +126,11 @@ def main():
         total = sum(nc for (cc, nc, tt, ct, callers) in stats.stats.values())
         print(f"all Python function calls: {total / units:.0f} per {name} "
               "(the whole run, warm-up and set-up included)")
+        print(f"own time by package (C functions counted with their Python callers), per {name}:")
+        shares = own_time_by_package(stats.stats)
+        whole = sum(shares.values())
+        for package, seconds in sorted(shares.items(), key=lambda kv: -kv[1]):
+            print(f"  {package:18} {100 * seconds / whole:5.1f}%  {1e6 * seconds / units:8.1f} us (profiled)")
     else:
         subprocess.run([sys.executable, str(BENCH / "collapsed.py"), str(out), "--top", str(args.top)])
     print(f"raw profile: {out}")

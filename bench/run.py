@@ -340,6 +340,15 @@ def core(cpu, wall):
     return round(cpu / wall, 3) if wall else None
 
 
+def user_and_kernel(result, units, name):
+    """The relay's CPU per unit split into user space (the interpreter, V8, nginx's own code) and
+    the kernel (system calls, the loopback network stack), from utime and stime. The kernel
+    samples which of the two a process is in at each clock tick, so the split is statistical."""
+    user = result["user_cpu"]["relay"]
+    return {f"cpu_us_user_per_{name}": 1e6 * user / units,
+            f"cpu_us_kernel_per_{name}": 1e6 * (result["cpu"]["relay"] - user) / units}
+
+
 def run_relay_phases(plan, setup):
     """Every per-run phase against one relay; returns raw results and derived metrics."""
     url, pids = setup.url, setup.pids
@@ -355,9 +364,11 @@ def run_relay_phases(plan, setup):
         r = raw[f"msgs{n}"] = load("msgs", url, pids, 120, conns=n, size=200, duration=d, rate=rate)
         metrics[f"cpu_us_per_msg_n{n}"] = 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
         metrics[f"msgs_per_s_n{n}"] = r["relayed_messages"] / r["wall"]
+    metrics.update(user_and_kernel(raw["msgs100"], raw["msgs100"]["relayed_messages"], "msg_n100"))
 
     r = raw["cycles"] = load("cycles", url, pids, 120, concurrency=10, duration=d)
     metrics["cpu_us_per_conn_cycle"] = 1e6 * r["cpu"]["relay"] / r["cycles"]
+    metrics.update(user_and_kernel(r, r["cycles"], "conn_cycle"))
     metrics["cycles_per_s"] = r["cycles"] / r["wall"]
 
     r = raw["bulk"] = load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=d)
@@ -491,7 +502,11 @@ METRICS = [
     # name, unit, description, target (ratio to node, or absolute)
     ("cpu_us_per_msg_n1", "us", "CPU per relayed message, 200 B text, 1 connection", None),
     ("cpu_us_per_msg_n100", "us", "CPU per relayed message, 200 B text, 100 connections", ("node", 1.0)),
+    ("cpu_us_user_per_msg_n100", "us", "... of which in user space (utime)", None),
+    ("cpu_us_kernel_per_msg_n100", "us", "... of which in the kernel (stime)", None),
     ("cpu_us_per_conn_cycle", "us", "CPU per connection cycle (2 handshakes, 1 msg, 2 closes)", ("node", 1.0)),
+    ("cpu_us_user_per_conn_cycle", "us", "... of which in user space (utime)", None),
+    ("cpu_us_kernel_per_conn_cycle", "us", "... of which in the kernel (stime)", None),
     ("rss_kib_per_idle_conn", "KiB", "RSS per idle relayed connection (2,000 open)", ("node", 1.0)),
     ("cpu_us_per_mib", "us", "CPU per MiB relayed, 1 MiB binary messages", None),
     ("rss_growth_kib_256mib", "KiB", "RSS growth while relaying one 256 MiB message", ("abs", 4096)),

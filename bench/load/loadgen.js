@@ -3,9 +3,9 @@
 //   RESULT {json}
 // on its last line. The orchestrator (bench/run.py) passes the phase as JSON in argv[2].
 //
-// It reads the CPU time (utime+stime, /proc/PID/stat) and RSS (/proc/PID/status) of the
-// processes named in `pids` (the relay, the echo) and of itself right at the edges of the
-// measured window, so a phase's set-up and tear-down are not counted.
+// It reads the CPU time (utime+stime, /proc/PID/stat; utime alone as the user-space part) and
+// RSS (/proc/PID/status) of the processes named in `pids` (the relay, the echo) and of itself
+// right at the edges of the measured window, so a phase's set-up and tear-down are not counted.
 
 const fs = require('fs');
 const { WebSocket } = require('ws');
@@ -17,15 +17,19 @@ const sleep = (s) => new Promise((resolve) => setTimeout(resolve, s * 1000));
 
 // ---------------------------------------------------------------- /proc
 
-function cpuSeconds(pid) {
+// CPU seconds of a process: [user + kernel, user] (utime and stime, fields 14 and 15).
+function cpuTimes(pid) {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLK; // utime, stime (fields 14, 15)
+    const user = Number(fields[11]) / CLK;
+    return [user + Number(fields[12]) / CLK, user];
   } catch (error) {
-    return NaN;
+    return [NaN, NaN];
   }
 }
+
+const cpuSeconds = (pid) => cpuTimes(pid)[0];
 
 function statusKiB(pid) {
   const out = { rss: NaN, hwm: NaN };
@@ -64,11 +68,13 @@ function machineBusy() {
 const roles = Object.keys(cfg.pids || {});
 
 function snapshot(withFds = false) {
-  const snap = { t: now(), cpu: {}, rss: {}, per_pid: {} };
+  const snap = { t: now(), cpu: {}, user: {}, rss: {}, per_pid: {} };
   for (const role of roles) {
     const pids = cfg.pids[role];
-    const cpus = pids.map(cpuSeconds);
+    const times = pids.map(cpuTimes);
+    const cpus = times.map((t) => t[0]);
     snap.cpu[role] = sum(cpus);
+    snap.user[role] = sum(times.map((t) => t[1]));
     snap.rss[role] = sum(pids.map((pid) => statusKiB(pid).rss));
     if (role === 'relay' && pids.length > 1) snap.per_pid.cpu = cpus;
     if (withFds) snap.per_pid[`${role}_fds`] = pids.map(fdCount);
@@ -79,8 +85,9 @@ function snapshot(withFds = false) {
 }
 
 function window(a, b) {
-  const out = { wall: b.t - a.t, cpu: {}, rss_before: a.rss, rss_after: b.rss };
+  const out = { wall: b.t - a.t, cpu: {}, user_cpu: {}, rss_before: a.rss, rss_after: b.rss };
   for (const role of Object.keys(b.cpu)) out.cpu[role] = b.cpu[role] - a.cpu[role];
+  for (const role of Object.keys(b.user)) out.user_cpu[role] = b.user[role] - a.user[role];
   if (a.per_pid.cpu) out.relay_cpu_per_pid = b.per_pid.cpu.map((c, i) => c - a.per_pid.cpu[i]);
   return out;
 }
