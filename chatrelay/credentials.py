@@ -57,7 +57,8 @@ class Credentials:
     def check_ticket(self, ticket, target):
         """Whether `ticket` is a current ticket for exactly `target`."""
         expiry_text, dot, signature = ticket.partition(".")
-        if not dot or not expiry_text.isdigit() or len(expiry_text) > 12:
+        # isascii: str.isdigit also accepts digits such as "²", which int() refuses.
+        if not dot or not expiry_text.isascii() or not expiry_text.isdigit() or len(expiry_text) > 12:
             return False
         expiry = int(expiry_text)
         now = self._clock()

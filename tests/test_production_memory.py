@@ -164,7 +164,9 @@ def test_a_ticket_opens_the_relay_without_the_key(make_harness):
     assert browser.opened and browser.closed is None
 
 
-@pytest.mark.parametrize("case", ["expired", "too_long", "wrong_target", "tampered", "garbage", "with_key"])
+@pytest.mark.parametrize(
+    "case", ["expired", "too_long", "wrong_target", "tampered", "garbage", "unicode_digits", "with_key"]
+)
 def test_bad_tickets_get_4401(make_harness, case):
     """Expired, longer than --ticket-ttl, for another target, tampered or malformed: 4401."""
     harness = make_harness()
@@ -176,6 +178,8 @@ def test_bad_tickets_get_4401(make_harness, case):
         "wrong_target": lambda: ticket_query(harness, signed_target=UPSTREAM_URL + "x"),
         "tampered": lambda: ticket_query(harness).replace("ticket=17", "ticket=18"),
         "garbage": lambda: "ticket=abc&target=" + UPSTREAM_URL,
+        # "²" is a digit to str.isdigit, not to int()
+        "unicode_digits": lambda: "ticket=%C2%B2.x&target=" + UPSTREAM_URL,
         "with_key": lambda: ticket_query(harness) + "&key=" + TOKEN,
     }[case]()
     assert harness.browser(query).closed[1] == 4401
