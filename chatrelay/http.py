@@ -1,4 +1,5 @@
-"""Plain HTTP on the relay's port: the few requests that are not WebSocket upgrades.
+"""Plain HTTP on the relay's port: the few requests that are not WebSocket upgrades, and the
+request line of those that are.
 
 Served straight from the browser leg's handshake parser (see BrowserLeg.processHandshake):
 one request, one response, then the connection closes.
@@ -6,7 +7,7 @@ one request, one response, then the connection closes.
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlparse, urlsplit
 
 _UPGRADE_HEADER = re.compile(rb"\r\nupgrade:", re.IGNORECASE)
 _STATUS_TEXT = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
@@ -15,6 +16,31 @@ _STATUS_TEXT = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not 
 def wants_upgrade(head):
     """Whether the request head (bytes up to the blank line) has an Upgrade header."""
     return _UPGRADE_HEADER.search(head) is not None
+
+
+def request_line_problem(head):
+    """(HTTP status, reason) if Autobahn would refuse this upgrade request's line, else None.
+
+    Autobahn makes the same checks, but puts the line or its URI into the refusal and its log
+    lines; the URI carries the relay key or ticket and the target with its listenToken, so the
+    relay refuses such lines first, with fixed reasons.
+    """
+    line = head.decode("iso-8859-1").splitlines()[0].strip()  # as Autobahn's parseHttpHeader
+    parts = line.split()
+    if len(parts) != 3:
+        return 400, "Bad Request"
+    method, uri, version = parts
+    if method != "GET":
+        return 405, "Method Not Allowed"
+    if version != "HTTP/1.1":
+        return 505, "HTTP Version Not Supported"
+    try:
+        fragment = urlparse(uri).fragment
+    except ValueError:  # such as "Invalid IPv6 URL"
+        return 400, "Bad Request"
+    if fragment:
+        return 400, "Bad Request"
+    return None
 
 
 @dataclass

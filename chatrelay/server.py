@@ -15,7 +15,7 @@ from autobahn.websocket.types import ConnectionDeny
 from chatrelay import autobahn_costs, closecodes
 from chatrelay.clients import ClientAddresses
 from chatrelay.gate import Refusal
-from chatrelay.http import Routes, parse_plain_request, wants_upgrade
+from chatrelay.http import Routes, parse_plain_request, request_line_problem, wants_upgrade
 from chatrelay.legs import LegMixin, UpstreamFactory
 from chatrelay.limits import Limits
 from chatrelay.metrics import RelayMetrics
@@ -57,22 +57,40 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
     # The request head: bounded in size and time, and plain HTTP served without an upgrade.
 
     def dataReceived(self, data):
-        """Twisted API: refuse a request head that cannot be acceptable, before buffering it."""
+        """Twisted API: refuse a request head that cannot be acceptable, before buffering it;
+        hold what comes after the head until the 101 is sent."""
         if self._head_timer is not None:
             problem = self.factory.limits.inspect_head(self.data + data)
             if problem is not None:
                 self._stop_head_timer()
                 self.failHandshake(problem.reason, problem.status)
                 return
+        elif self.state == _CONNECTING and self.report is not None:
+            self._hold_early_data(data)
+            return
         super().dataReceived(data)
 
+    def _hold_early_data(self, data):
+        # The request was read and the upstream is being opened. A client must wait for the
+        # 101 before it sends more (RFC 6455, 4.1); what it sends anyway is kept for after the
+        # 101, as a proxy would keep it, up to a head's size. It is never read as another
+        # request: Autobahn would parse it as one, and admit and connect again.
+        self.data += data
+        if len(self.data) > self.factory.limits.max_head_bytes:
+            self.failHandshake("Bad Request", 400)
+
     def processHandshake(self):
-        """Autobahn API: requests without Upgrade are answered here, the rest by Autobahn."""
+        """Autobahn API: requests without Upgrade are answered here, the rest by Autobahn (once
+        their request line is one it accepts: see http.request_line_problem)."""
         end = self.data.find(b"\r\n\r\n")
         if end >= 0 and self._head_timer is not None:
             self._stop_head_timer()
             if not wants_upgrade(self.data[:end]):
                 return self._serve_plain(self.data[: end + 4])
+            problem = request_line_problem(self.data[:end])
+            if problem is not None:
+                status, reason = problem
+                return self.failHandshake(reason, status)
         return super().processHandshake()
 
     def _serve_plain(self, head):
@@ -215,9 +233,10 @@ class RelayServerFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             webStatus=False,
             allowNullOrigin=True,  # Origin is checked by the Gate, against --allow-origin
-            # Covers the HTTP request and the whole upstream attempt; batched timers fire
-            # up to a second early, hence the margin.
-            openHandshakeTimeout=connect_timeout + 5,
+            # Runs from the TCP accept, so it covers the request head (which may take
+            # handshake_timeout) and then the whole upstream attempt; batched timers fire up
+            # to a second early, hence the margin.
+            openHandshakeTimeout=self.limits.handshake_timeout + connect_timeout + 5,
             **settings.browser_options,
         )
 

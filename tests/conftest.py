@@ -35,3 +35,14 @@ def make_harness():
     yield make
     for each in made:
         each.restore()
+
+
+@pytest.fixture
+def log_events():
+    """Every log event emitted during the test."""
+    from twisted.logger import globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

@@ -201,6 +201,25 @@ def accept_deflate(response):
     return None
 
 
+def upgrade_request(query=None, extra_headers=""):
+    """The bytes of a browser's WebSocket upgrade request to the relay (default: good key and target)."""
+    return (
+        f"GET /chat-relay/?{relay_query() if query is None else query} HTTP/1.1\r\n"
+        "Host: relay.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"{extra_headers}\r\n"
+    ).encode("latin-1")
+
+
+def close_frame_after_101(received):
+    """(code, reason) of the first frame after a 101 response, which must be a close."""
+    head, _, frames = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert frames[0] == 0x88 and frames[1] < 126, frames[:2]
+    payload = frames[2:2 + frames[1]]
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8")
+
+
 def relay_query(key=TOKEN, target=UPSTREAM_URL):
     """The query string a browser sends."""
     from urllib.parse import urlencode

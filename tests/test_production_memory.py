@@ -4,11 +4,13 @@ import json
 
 import pytest
 
+from twisted.logger import formatEvent
+
 from chatrelay.clients import ClientAddresses
 from chatrelay.credentials import mint_ticket
 from chatrelay.limits import Limits
 from chatrelay.status import StatusPages
-from tests.memory import TOKEN, UPSTREAM_URL, relay_query
+from tests.memory import TOKEN, UPSTREAM_URL, close_frame_after_101, relay_query, upgrade_request
 
 
 def get(harness, path, peer="127.0.0.1", headers=""):
@@ -108,6 +110,65 @@ def test_bad_request_heads_are_refused_at_once(make_harness, data, status):
     assert upstream.messages == [(b"still here", False)]
 
 
+@pytest.mark.parametrize(
+    "line, status",
+    [
+        ("GET /chat-relay/?{query} HTTP/1.1 extra", 400),  # Autobahn would log the whole line
+        ("GET //[x/?{query} HTTP/1.1", 400),  # ... the URI it cannot parse
+        ("GET /chat-relay/?{query}#secret-fragment HTTP/1.1", 400),  # ... the fragment
+        ("POST /chat-relay/?{query} HTTP/1.1", 405),
+        ("GET /chat-relay/?{query} HTTP/1.0", 505),
+    ],
+)
+def test_bad_upgrade_request_lines_are_refused_without_echoing_secrets(make_harness, log_events, line, status):
+    """The request line carries the key and the target's listenToken: a line Autobahn would
+    refuse is refused with a fixed reason, in the response and in the log."""
+    harness = make_harness()
+    client = harness.raw()
+    head = upgrade_request().decode("latin-1")
+    head = line.format(query=relay_query()) + head[head.index("\r\n"):]
+    client.transport.write(head.encode("latin-1"))
+    harness.flush()
+    response = bytes(client.received).decode("latin-1")
+    assert response.startswith(f"HTTP/1.1 {status} ")
+    assert client.transport.disconnected and harness.held == []
+    logged = " ".join(formatEvent(event) or "" for event in log_events)
+    for secret in (TOKEN, "TOKEN123", "secret-fragment"):
+        assert secret not in response and secret not in logged
+
+
+def test_a_second_request_head_is_not_a_second_connection(make_harness):
+    """Bytes sent before the 101 are not parsed as another request: one admission, one
+    upstream attempt, and they reach the WebSocket parser after the 101 (junk there: 1002)."""
+    harness = make_harness(limits=Limits(max_connections=10, max_per_client=3))
+    client = harness.raw()
+    client.transport.write(upgrade_request())
+    harness.flush()
+    client.transport.write(upgrade_request(relay_query(key="wrong")))
+    harness.flush()
+    assert harness.factory.limits.total == 1 and len(harness.held) == 1
+    harness.upstream()
+    assert close_frame_after_101(client.received)[0] == 1002
+    client.transport.loseConnection()
+    harness.flush()
+    assert harness.factory.limits.total == 0
+
+
+def test_data_before_the_101_is_bounded(make_harness):
+    """A client cannot make the relay buffer without bound while its upstream is opening."""
+    harness = make_harness(limits=Limits(max_head_bytes=8192))
+    client = harness.raw()
+    client.transport.write(upgrade_request())
+    harness.flush()
+    (_, connecting), = harness.held
+    for _ in range(3):
+        client.transport.write(b"x" * 4000)
+        harness.flush()
+    assert bytes(client.received).startswith(b"HTTP/1.1 400 ")
+    assert client.transport.disconnected and connecting.called
+    assert harness.factory.limits.total == 0
+
+
 def test_slow_request_head_is_dropped(make_harness):
     """Slowloris: a head not complete within --handshake-timeout is dropped."""
     harness = make_harness(limits=Limits(handshake_timeout=10.0))
@@ -117,6 +178,20 @@ def test_slow_request_head_is_dropped(make_harness):
     assert not client.transport.disconnected
     harness.advance(1.5)
     assert client.transport.disconnected
+
+
+def test_a_late_head_still_gets_the_whole_upstream_attempt(make_harness):
+    """A head sent just inside --handshake-timeout, then an upstream that never answers: the
+    browser still hears 1014 after --connect-timeout, not a dropped connection."""
+    harness = make_harness(limits=Limits(handshake_timeout=10.0), connect_timeout=10.0)
+    client = harness.raw()
+    harness.advance(9.5)
+    client.transport.write(upgrade_request())
+    harness.flush()
+    harness.advance(9.9)
+    assert not client.transport.disconnected and not client.received
+    harness.advance(0.2)
+    assert close_frame_after_101(client.received) == (1014, "upstream connect timed out")
 
 
 def test_idle_pair_is_closed_with_1001(make_harness):

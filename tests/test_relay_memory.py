@@ -5,20 +5,12 @@ import os
 import pytest
 
 from twisted.internet import error
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from autobahn.websocket.types import ConnectionDeny
 
 from chatrelay.relay import ReadValve
-from tests.memory import TOKEN, UPSTREAM_URL, UpstreamServer, relay_query
-
-
-@pytest.fixture
-def log_events():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
+from tests.memory import TOKEN, UPSTREAM_URL, UpstreamServer, relay_query, upgrade_request
 
 
 def joined(harness):
