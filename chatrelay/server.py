@@ -145,8 +145,8 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             upstream.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "browser went away")
         self.report.upstream_opened()
-        self.factory.metrics.handshake("relayed", 101)
         self._upstream = upstream
+        upstream.relay = self.relay  # its close is reported, even should the pair never join
         return upstream.websocket_protocol_in_use
 
     def _upstream_failed(self, failure, request):
@@ -175,6 +175,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         if self._refusal is not None:
             self.sendCloseFrame(self._refusal.code, self._refusal.reason.encode("utf-8")[:123])
         else:
+            self.factory.metrics.handshake("relayed", 101)
             self.relay.join(self, self._upstream)
             self.factory.metrics.joined(self.report)
 
@@ -184,6 +185,11 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self._attempt.result.cancel()
         if self.report is None:
             return  # never got as far as a WebSocket request
+        if self._upstream is not None and self.relay.browser is None:
+            # The upstream opened, but Autobahn then refused this browser's request (say, an
+            # extension offer it cannot parse): the upstream leg must not be left open.
+            self.report.set_outcome("bad_request")
+            self._upstream.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
         if self.relay is not None:
             self.relay.lost(self)
         self.report.set_outcome("browser_left")

@@ -116,6 +116,20 @@ def test_browser_leaving_during_upstream_attempt_cancels_it(harness):
     assert connecting.called
 
 
+def test_browser_request_refused_after_upstream_opened_closes_the_upstream(harness, log_events):
+    """Autobahn can still refuse the browser's request once the upstream is open (here, an
+    extension offer it cannot parse): the upstream hears 1001, and the connection is reported."""
+    client = harness.raw()
+    client.transport.write(upgrade_request(extra_headers="Sec-WebSocket-Extensions: permessage-deflate; bogus=1\r\n"))
+    harness.flush()
+    upstream = harness.upstream()
+    assert bytes(client.received).startswith(b"HTTP/1.1 400 ")
+    assert upstream.closed == (True, 1001, "browser went away")
+    reports = [e for e in log_events if e.get("log_namespace") == "chatrelay.connection"]
+    assert [(e["outcome"], e["upstream_close"]) for e in reports] == [("bad_request", "1001/relay")]
+    assert harness.factory.live == set() and harness.factory.limits.total == 0
+
+
 # Data.
 
 def test_messages_keep_their_type_order_and_bytes(harness):
