@@ -106,6 +106,18 @@ class LegMixin:
         else:
             self.outbound.pong(payload)
 
+    def processControlFrame(self):
+        """Autobahn API: a pong that is not the answer to the relay's pending keepalive ping is
+        passed on at once. Autobahn would first log a warning for each: a flood of log lines
+        that any peer could send."""
+        if self.current_frame.opcode == 10 and self.autoPingPending is not None:
+            payload = b"".join(self.control_frame_data)
+            if payload != self.autoPingPending:
+                self.control_frame_data = None
+                self._onPong(payload)
+                return True
+        return super().processControlFrame()
+
     def _sendAutoPing(self):
         WebSocketProtocol._sendAutoPing(self)
         self._own_ping = self.autoPingPending

@@ -230,6 +230,28 @@ def test_keepalive_pings_stay_on_their_leg(make_harness):
     assert browser.closed is None and upstream.closed is None
 
 
+def test_pongs_pass_through_quietly_while_a_keepalive_is_pending(make_harness, log_events):
+    """Pongs that do not answer the relay's own ping reach the other side, and log nothing:
+    a peer must not be able to fill the log (Autobahn warns about each such pong)."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser = harness.browser()
+    browser.onPing = browser.pings.append  # leave the relay's ping unanswered for now
+    upstream = harness.upstream()
+    harness.advance(10.5)
+    assert len(browser.pings) == 1
+    del log_events[:]
+    for n in range(50):
+        browser.sendPong(b"pong %d" % n)
+    harness.flush()
+    assert upstream.pongs == [b"pong %d" % n for n in range(50)]
+    assert [event for event in log_events if event["log_level"] != LogLevel.debug] == []
+    browser.sendPong(browser.pings[0])  # the answer, late but in time
+    harness.flush()
+    harness.advance(6.0)
+    assert browser.closed is None and upstream.closed is None
+    assert len(upstream.pongs) == 50
+
+
 def test_dead_browser_is_detected_by_keepalive(make_harness):
     """A browser that stops answering pings is dropped; Binance hears 1001."""
     harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
