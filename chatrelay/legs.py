@@ -5,6 +5,8 @@ The legs translate Autobahn callbacks into calls on the plain objects in relay.p
 and report.py, and implement the small leg interface relay.py documents.
 """
 
+import txaio
+
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
@@ -164,9 +166,25 @@ class LegMixin:
             self.relay.failed(self, code, reason)
         WebSocketProtocol._fail_connection(self, code, reason)
 
+    _flush_deadline = None
+
+    def _closeConnection(self, abort=False):
+        """Autobahn API: a graceful close gets closeHandshakeTimeout to flush what is queued,
+        then is aborted: a peer that never reads must not hold its connection forever."""
+        if not abort and self._flush_deadline is None:
+            self._flush_deadline = txaio.call_later(self.closeHandshakeTimeout, self._flush_timed_out)
+        super()._closeConnection(abort)
+
+    def _flush_timed_out(self):
+        self._flush_deadline = None
+        self.transport.abortConnection()
+
     def connectionLost(self, reason):
         """Twisted API: keep the cause, which Autobahn reduces to a string."""
         self.lost_reason = reason.value
+        if self._flush_deadline is not None:
+            self._flush_deadline.cancel()
+            self._flush_deadline = None
         super().connectionLost(reason)
 
     fast_frames = None  # fastframes.route(self, sink) while the pair relays without compression

@@ -369,6 +369,34 @@ def test_flood_to_a_binance_that_stops_reading_keeps_memory_bounded(reactor, fre
     browser.sendClose(1000)
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_closed_browser_that_never_reads_is_cut_off_after_close_timeout(reactor, fake):
+    """After the closing handshake the relay closes TCP gracefully, letting queued bytes out;
+    a browser that never reads them does not keep its connection: --close-timeout later it is
+    aborted, and the connection ends (its summary line is logged)."""
+    relay = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
+                              "--close-timeout", "1")
+    browser = None
+    try:
+        factory, browser, binance = yield open_pair(reactor, relay, fake)
+        browser.count_only = True
+        browser.transport.pauseProducing()  # the browser reads nothing from now on
+        flooded = binance.flood(FLOOD)
+        yield wait_until_stalled(reactor, lambda: None if flooded.called else binance.flood_sent)
+        assert not flooded.called
+        flooded.addErrback(lambda failure: failure.trap(error.ConnectionLost))  # cut short by the close
+        browser.closeHandshakeTimeout = 0  # nor does it give up waiting for the close's answer
+        browser.sendClose(1000)
+        peer = "127.0.0.1 [127.0.0.1:%d]" % browser.transport.getHost().port
+        yield wait_for_log(reactor, relay, peer)
+        line = next(line for line in relay.text.splitlines() if peer in line)
+        assert "browser_closed" in line and "upstream 1000/" in line
+    finally:
+        if browser is not None and browser.transport is not None:
+            browser.transport.abortConnection()  # it reads nothing, so it would never notice
+        relay.kill()
+
+
 # Shutdown.
 
 @pytest_twisted.inlineCallbacks

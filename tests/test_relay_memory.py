@@ -336,6 +336,25 @@ def test_close_is_answered_only_after_the_other_side_answers(harness):
     assert browser.closed == (True, 4000, "bye")
 
 
+def test_a_closed_connection_that_never_drains_is_aborted(make_harness):
+    """After the closing handshake the relay closes TCP gracefully, letting queued bytes out;
+    a peer that never reads them gets close_timeout, then the connection is aborted."""
+    harness = make_harness(close_timeout=5.0)
+    browser, upstream = joined(harness)
+    browser.serverConnectionDropTimeout = 60  # the browser waits for the relay to close TCP
+    leg = harness.factory.live.copy().pop()
+    aborted = []
+    leg.transport.loseConnection = lambda: None  # as if the browser never read what is queued
+    leg.transport.abortConnection = lambda: aborted.append(True)
+    browser.sendCloseFrame(1000)
+    harness.flush()
+    assert upstream.closed[1] == 1000 and aborted == []
+    harness.advance(4.9)
+    assert aborted == []
+    harness.advance(0.2)
+    assert aborted == [True]
+
+
 def test_shutdown_closes_both_legs_with_1001(harness):
     """Stopping the relay says 1001 to both sides, and finishes when they have answered."""
     browser, upstream = joined(harness)
