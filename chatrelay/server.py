@@ -21,7 +21,7 @@ from chatrelay.limits import Limits
 from chatrelay.metrics import RelayMetrics
 from chatrelay.relay import BROWSER, Relay
 from chatrelay.report import ConnectionReport, LegClose
-from chatrelay.upstream import UpstreamAttempt, UpstreamFailure, endpoint_for
+from chatrelay.upstream import UpstreamAttempt, UpstreamFailure, UpstreamTLS, endpoint_for
 
 _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
@@ -227,7 +227,6 @@ class RelayServerFactory(WebSocketServerFactory):
         self.settings = settings
         self.close_timeout = settings.close_timeout
         self.connect_timeout = connect_timeout
-        self.trust_root = trust_root
         self.limits = limits or Limits()
         self.clients = clients or ClientAddresses()
         self.routes = routes or Routes()
@@ -235,6 +234,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self._connect = connect or self._connect_endpoint
         self.live = set()
         self._idle_waiters = []
+        self._upstream_tls = UpstreamTLS(trust_root)
         self._upstream_factory = UpstreamFactory.for_settings(settings)
         self.setProtocolOptions(
             webStatus=False,
@@ -257,7 +257,7 @@ class RelayServerFactory(WebSocketServerFactory):
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):
-        endpoint = endpoint_for(self.reactor, target, self.trust_root, self.connect_timeout)
+        endpoint = endpoint_for(self.reactor, target, self._upstream_tls, self.connect_timeout)
         return UpstreamAttempt(self.reactor, endpoint, factory, self.connect_timeout)
 
     def shut_down(self):

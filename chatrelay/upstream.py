@@ -50,8 +50,33 @@ class PlatformTrustPlus:
             store.add_cert(certificate)
 
 
-def endpoint_for(reactor, target, trust_root, timeout):
-    """The client endpoint for a target: always verify the certificate and the host name."""
+class UpstreamTLS:
+    """Client TLS options per upstream host name, each made once and then reused.
+
+    Making them reads the platform's CA bundle into a new OpenSSL context: milliseconds during
+    which the reactor, and so every relayed pair, would wait, for each upstream connection.
+    Twisted's ClientTLSOptions starts a new TLS connection, with its own host name check, for
+    every connection, so one serves them all.
+    """
+
+    def __init__(self, trust_root, max_hosts=64):
+        self.trust_root = trust_root
+        self.max_hosts = max_hosts
+        self._options = {}
+
+    def for_host(self, host):
+        """The ClientTLSOptions for connections to `host`."""
+        options = self._options.get(host)
+        if options is None:
+            if len(self._options) >= self.max_hosts:  # allowlists rarely name this many hosts
+                self._options.clear()
+            options = self._options[host] = ssl.optionsForClientTLS(host, trustRoot=self.trust_root)
+        return options
+
+
+def endpoint_for(reactor, target, tls, timeout):
+    """The client endpoint for a target (`tls`: an UpstreamTLS): always verify the certificate
+    and the host name."""
     if isIPAddress(target.host):  # no name to resolve: no resolver thread per connection
         endpoint = TCP4ClientEndpoint(reactor, target.host, target.port, timeout=timeout)
     elif isIPv6Address(target.host):
@@ -59,7 +84,7 @@ def endpoint_for(reactor, target, trust_root, timeout):
     else:
         endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
     if target.secure:
-        endpoint = wrapClientTLS(ssl.optionsForClientTLS(target.host, trustRoot=trust_root), endpoint)
+        endpoint = wrapClientTLS(tls.for_host(target.host), endpoint)
     return endpoint
 
 

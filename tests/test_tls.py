@@ -11,6 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 
 from chatrelay.fakebinance import FakeBinance
 from tests.certs import CertificateAuthority
+from chatrelay.upstream import PlatformTrustPlus, UpstreamTLS
 from tests.loopback import open_browser, relay_url, start_relay
 
 
@@ -73,6 +74,40 @@ def test_upstream_tls_verified_with_the_extra_ca(reactor, relay_with_ca, fakes):
     assert json.loads(echo)["content"] == "over TLS"
     binance.close(4000, "tls bye")
     assert (yield factory.closed) == (True, 4000, "tls bye")
+
+
+def test_tls_options_are_made_once_per_host(monkeypatch):
+    """Making them reads the CA bundle (milliseconds of a blocked reactor): once per host."""
+    made = []
+    real = ssl.optionsForClientTLS
+
+    def counting(host, trustRoot=None):
+        made.append(host)
+        return real(host, trustRoot=trustRoot)
+
+    monkeypatch.setattr(ssl, "optionsForClientTLS", counting)
+    tls = UpstreamTLS(PlatformTrustPlus(), max_hosts=2)
+    assert tls.for_host("a.test") is tls.for_host("a.test")
+    tls.for_host("b.test")
+    tls.for_host("c.test")  # over max_hosts: the cache starts again
+    tls.for_host("a.test")
+    assert made == ["a.test", "b.test", "c.test", "a.test"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_reused_tls_options_still_check_each_connection(reactor, relay_with_ca, fakes):
+    """Connections to one host share its TLS options, and each is verified on its own: a good
+    certificate, then one from the right CA for another name (same host, 127.0.0.1), then good."""
+    good, wrong = fakes
+    for fake in (good, wrong, good):
+        factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(fake)))
+        browser = yield factory.opened
+        if fake is good:
+            yield fake.next_connection()
+            browser.sendClose(1000)
+            assert (yield factory.closed)[1] == 1000
+        else:
+            assert (yield factory.closed) == (True, 1014, "upstream TLS hostname mismatch")
 
 
 @pytest_twisted.inlineCallbacks
