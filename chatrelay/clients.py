@@ -2,23 +2,47 @@
 
 import ipaddress
 
+UNIX = "unix"  # the peer of a connection on a Unix socket, which has no IP address
+
+
+def peer_host(address):
+    """The host of a connection's peer address: its IP address, or UNIX."""
+    return getattr(address, "host", None) or UNIX
+
+
+def peer_label(address):
+    """A connection's peer address for the log: host:port, or UNIX."""
+    host = peer_host(address)
+    return UNIX if host == UNIX else f"{host}:{address.port}"
+
 
 def parse_networks(texts):
-    """IP networks from addresses or CIDR blocks ("127.0.0.1", "10.0.0.0/8", "::1")."""
-    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+    """IP networks from addresses or CIDR blocks ("127.0.0.1", "10.0.0.0/8", "::1"), or UNIX
+    for the peers of Unix sockets."""
+    return tuple(
+        UNIX if text.strip() == UNIX else ipaddress.ip_network(text.strip(), strict=False) for text in texts
+    )
 
 
 def _address(text):
     try:
-        return ipaddress.ip_address(text.strip().strip("[]"))
+        address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
+    # An IPv4 client of a dual-stack listener appears as ::ffff:a.b.c.d.
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def _within(address, networks):
+    return any(network != UNIX and address in network for network in networks)
 
 
 def in_networks(text, networks):
-    """Whether the address `text` lies in any of `networks`."""
+    """Whether the address `text` (or UNIX) lies in any of `networks`."""
+    if text == UNIX:
+        return UNIX in networks
     address = _address(text)
-    return address is not None and any(address in network for network in networks)
+    return address is not None and _within(address, networks)
 
 
 class ClientAddresses:
@@ -36,6 +60,6 @@ class ClientAddresses:
             address = _address(hop)
             if address is None:
                 return tcp_peer  # a forged or garbled header: fall back to what we know
-            if not any(address in network for network in self.trusted):
+            if not _within(address, self.trusted):
                 return str(address)
         return tcp_peer

@@ -1,5 +1,6 @@
 """Limits that keep one client, or a flood of them, from hurting the others."""
 
+import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +28,17 @@ HEAD_TOO_LARGE = HeadProblem(431, "Request Header Fields Too Large")
 LINE_TOO_LONG = HeadProblem(414, "URI Too Long")
 
 
+def client_key(client):
+    """What the per-client limit counts `client` as: its address, or for IPv6 its /64, which
+    a single host commonly holds whole (and can pick addresses from at will)."""
+    if ":" not in client:
+        return client
+    try:
+        return str(ipaddress.IPv6Network((client, 64), strict=False))
+    except ValueError:
+        return client
+
+
 class Limits:
     """Connection counts (total and per client address) and request-head bounds."""
 
@@ -45,17 +57,19 @@ class Limits:
         """Count a browser connection from `client`, or raise Refusal (1013) when over a limit."""
         if self.total >= self.max_connections:
             raise AT_CAPACITY
-        if self._per_client[client] >= self.max_per_client:
+        key = client_key(client)
+        if self._per_client[key] >= self.max_per_client:
             raise CLIENT_AT_CAPACITY
         self.total += 1
-        self._per_client[client] += 1
+        self._per_client[key] += 1
 
     def release(self, client):
         """An admitted connection from `client` is gone."""
+        key = client_key(client)
         self.total -= 1
-        self._per_client[client] -= 1
-        if not self._per_client[client]:
-            del self._per_client[client]
+        self._per_client[key] -= 1
+        if not self._per_client[key]:
+            del self._per_client[key]
 
     def inspect_head(self, head):
         """A HeadProblem if the bytes received so far cannot be an acceptable request head."""

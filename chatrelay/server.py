@@ -13,7 +13,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 
 from chatrelay import autobahn_costs, closecodes
-from chatrelay.clients import ClientAddresses
+from chatrelay.clients import ClientAddresses, peer_host, peer_label
 from chatrelay.gate import Refusal
 from chatrelay.http import Routes, parse_plain_request, request_line_problem, wants_upgrade
 from chatrelay.legs import LegMixin, UpstreamFactory
@@ -114,16 +114,15 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         self._head_timer = None
 
     def _resolve_client(self, forwarded_for):
-        return self.factory.clients.resolve(self.transport.getPeer().host, forwarded_for)
+        return self.factory.clients.resolve(peer_host(self.transport.getPeer()), forwarded_for)
 
     # The WebSocket handshake.
 
     def onConnect(self, request):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
         self.client = self._resolve_client(request.headers.get("x-forwarded-for"))
-        tcp_peer = self.transport.getPeer()
         self.report = ConnectionReport(
-            self.factory.reactor, self.client, f"{tcp_peer.host}:{tcp_peer.port}", self.factory.metrics.ended
+            self.factory.reactor, self.client, peer_label(self.transport.getPeer()), self.factory.metrics.ended
         )
         try:
             self.factory.limits.admit(self.client)

@@ -121,11 +121,13 @@ class Options(usage.Options):
         self["allow-origin"].append(origin)
 
     def opt_trusted_proxy(self, network):
-        """Trust X-Forwarded-For from this address or CIDR block (repeatable; default: none)."""
+        """Trust X-Forwarded-For from this address or CIDR block, or from peers on a Unix socket
+        with `unix` (repeatable; default: none)."""
         self._add_network("trusted-proxy", network)
 
     def opt_metrics_allow(self, network):
-        """Serve /metrics to this address or CIDR block (repeatable; default 127.0.0.1 and ::1)."""
+        """Serve /metrics to this address or CIDR block, or `unix` (repeatable; default 127.0.0.1
+        and ::1)."""
         self._add_network("metrics-allow", network)
 
     def _add_network(self, key, network):

@@ -112,6 +112,29 @@ def test_round_trip_on_twistds_default_reactor(reactor, fake):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_unix_socket_listener_relays_and_logs_its_peer_as_unix(reactor, fake, tmp_path):
+    """--listen unix:PATH (nginx in front, on the same host): a browser relays through it, and
+    the log names its peer "unix" (it has no IP address)."""
+    from twisted.internet.endpoints import UNIXClientEndpoint
+
+    path = str(tmp_path / "relay.sock")
+    process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
+                                "--listen", f"unix:{path}")
+    try:
+        factory = open_browser(reactor, relay_url(process.port, fake.chat_url()),
+                               endpoint=UNIXClientEndpoint(reactor, path))
+        browser = yield factory.opened
+        binance = yield fake.next_connection().addTimeout(WAIT, reactor)
+        browser.sendMessage(b'{"type": "ping"}')
+        assert (yield binance.next_message()) == (b'{"type": "ping"}', False)
+        browser.sendClose(1000)
+        yield factory.closed
+        yield wait_for_log(reactor, process, "unix [unix] browser_closed")
+    finally:
+        process.kill()
+
+
+@pytest_twisted.inlineCallbacks
 def test_each_tab_gets_its_own_upstream_with_the_exact_target(reactor, relay, fake):
     """Two browsers, two Binance connections, each with the URL its browser gave."""
     url_a, url_b = fake.chat_url(), fake.chat_url()

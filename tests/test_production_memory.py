@@ -76,11 +76,29 @@ def test_forwarded_for_counts_only_from_trusted_proxies(make_harness):
         ("127.0.0.1", "garbage", "127.0.0.1"),
         ("192.0.2.1", "198.51.100.1", "192.0.2.1"),  # untrusted peer: header ignored
         ("127.0.0.1", None, "127.0.0.1"),
+        ("::ffff:127.0.0.1", "198.51.100.1", "198.51.100.1"),  # IPv4 on a dual-stack listener
+        ("127.0.0.1", "198.51.100.1, ::ffff:127.0.0.1", "198.51.100.1"),
+        ("unix", "198.51.100.1", "198.51.100.1"),  # a Unix socket peer, trusted: "unix" listed
     ],
 )
 def test_client_address_resolution(peer, header, expected):
     """Only a trusted proxy's X-Forwarded-For is believed, and only its rightmost foreign hop."""
-    assert ClientAddresses(["127.0.0.0/8"]).resolve(peer, header) == expected
+    assert ClientAddresses(["127.0.0.0/8", "unix"]).resolve(peer, header) == expected
+
+
+def test_unix_socket_peers_are_not_trusted_unless_listed():
+    """A Unix socket's peer has no address: it is "unix", trusted only when listed."""
+    assert ClientAddresses(["127.0.0.0/8"]).resolve("unix", "198.51.100.1") == "unix"
+
+
+def test_ipv6_clients_are_limited_per_64(make_harness):
+    """One IPv6 host commonly holds a whole /64: the per-client limit counts the /64."""
+    harness = make_harness(limits=Limits(max_connections=100, max_per_client=2))
+    harness.browser(peer="2001:db8::1")
+    harness.browser(peer="2001:db8::2:3")
+    assert harness.browser(peer="2001:db8::ffff").closed[1] == 1013
+    assert harness.browser(peer="2001:db8:0:1::1").closed is None  # another /64
+    assert len(harness.held) == 3
 
 
 # The request head: bounded, and junk dropped quickly without disturbing anyone.
