@@ -52,6 +52,10 @@ class RelayMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def count_connections(self, live):
+        """Report len(live), the browser connections of the relay, as chatrelay_connections."""
+        self.connections.set_function(lambda: len(live))
+
     def pair_count(self):
         """Pairs relaying now."""
         return len(self._live)

@@ -232,6 +232,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self.metrics = metrics or RelayMetrics()
         self._connect = connect or self._connect_endpoint
         self.live = set()
+        self.metrics.count_connections(self.live)
         self._idle_waiters = []
         self._upstream_tls = UpstreamTLS(trust_root)
         self._upstream_factory = UpstreamFactory.for_settings(settings)

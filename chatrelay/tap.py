@@ -3,6 +3,7 @@
 import os
 
 import txaio
+from OpenSSL import crypto
 
 from twisted.application import strports
 from twisted.logger import Logger
@@ -151,7 +152,7 @@ class Options(usage.Options):
             self["trust-root"] = (
                 PlatformTrustPlus.from_pem_file(self["upstream-ca"]) if self["upstream-ca"] else PlatformTrustPlus()
             )
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, crypto.Error) as error:
             raise usage.UsageError(f"--upstream-ca: {error}")
 
     def _read_token(self):

@@ -83,6 +83,14 @@ def test_upstream_ca_bundle(tmp_path):
     assert len(parse(["--upstream-ca", str(bundle)])["trust-root"].certificates) == 2
 
 
+def test_malformed_upstream_ca_bundle_is_a_usage_error(tmp_path):
+    """A bundle whose certificate does not parse stops start-up with a message, not a traceback."""
+    bundle = tmp_path / "bad.pem"
+    bundle.write_bytes(b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    with pytest.raises(UsageError, match="--upstream-ca"):
+        parse(["--upstream-ca", str(bundle)])
+
+
 def test_make_service_listens_on_each_endpoint():
     """One listener per --listen, under one service."""
     from twisted.internet.testing import MemoryReactorClock as MemoryReactor

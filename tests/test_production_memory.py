@@ -306,6 +306,7 @@ def test_metrics_count_handshakes_closes_and_traffic(make_harness):
     harness.flush()
     text = get(harness, "/metrics")[1].decode()
     assert "chatrelay_open_pairs 1.0" in text
+    assert "chatrelay_connections 2.0" in text
     assert 'chatrelay_handshakes_total{code="4401",outcome="bad_key"} 1.0' in text
     assert 'chatrelay_handshakes_total{code="101",outcome="relayed"} 1.0' in text
     assert 'chatrelay_relayed_bytes_total{direction="browser_to_upstream"} 5.0' in text
