@@ -34,9 +34,12 @@ def client_key(client):
     if ":" not in client:
         return client
     try:
-        return str(ipaddress.IPv6Network((client, 64), strict=False))
+        address = ipaddress.IPv6Address(client)
     except ValueError:
         return client
+    if address.ipv4_mapped is not None:  # an IPv4 client of a dual-stack listener
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 class Limits:

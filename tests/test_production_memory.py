@@ -98,7 +98,11 @@ def test_ipv6_clients_are_limited_per_64(make_harness):
     harness.browser(peer="2001:db8::2:3")
     assert harness.browser(peer="2001:db8::ffff").closed[1] == 1013
     assert harness.browser(peer="2001:db8:0:1::1").closed is None  # another /64
-    assert len(harness.held) == 3
+    # IPv4 clients of a dual-stack listener (::ffff:a.b.c.d) count by their IPv4 address.
+    for peer in ("::ffff:192.0.2.1", "::ffff:192.0.2.2", "::ffff:192.0.2.3", "192.0.2.3"):
+        assert harness.browser(peer=peer).closed is None
+    assert harness.browser(peer="::ffff:192.0.2.3").closed[1] == 1013
+    assert len(harness.held) == 7
 
 
 # The request head: bounded, and junk dropped quickly without disturbing anyone.
