@@ -5,6 +5,8 @@ then the allowlist; the first failure is the answer, so nothing about targets is
 caller without credentials.
 """
 
+from functools import partial
+
 from chatrelay import closecodes
 from chatrelay.targets import TargetError, parse_target
 
@@ -19,8 +21,10 @@ class Refusal(Exception):
         self.outcome = outcome
 
 
-BAD_KEY = Refusal(closecodes.UNAUTHORIZED, "invalid relay key or ticket", "bad_key")
-BAD_ORIGIN = Refusal(closecodes.FORBIDDEN, "origin not allowed", "bad_origin")
+# Each makes a new Refusal to raise. One exception instance raised again and again would add
+# every raise's frames to its traceback, and with them every connection they held.
+BAD_KEY = partial(Refusal, closecodes.UNAUTHORIZED, "invalid relay key or ticket", "bad_key")
+BAD_ORIGIN = partial(Refusal, closecodes.FORBIDDEN, "origin not allowed", "bad_origin")
 
 
 def _single(params, name):
@@ -39,10 +43,10 @@ class Gate:
     def admit(self, params, origin=None):
         """Return the Target for query `params` (name -> list of values), or raise Refusal."""
         if self.origins and (origin or "").rstrip("/").lower() not in self.origins:
-            raise BAD_ORIGIN
+            raise BAD_ORIGIN()
         raw_target = _single(params, "target")
         if not self._authorised(params, raw_target):
-            raise BAD_KEY
+            raise BAD_KEY()
         if raw_target is None:
             raise Refusal(closecodes.BAD_REQUEST, "exactly one target is required", "bad_target")
         try:

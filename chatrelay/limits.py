@@ -4,12 +4,16 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 
 from chatrelay import closecodes
 from chatrelay.gate import Refusal
 
-AT_CAPACITY = Refusal(closecodes.TRY_AGAIN_LATER, "relay at capacity", "over_capacity")
-CLIENT_AT_CAPACITY = Refusal(closecodes.TRY_AGAIN_LATER, "too many connections from this address", "over_client_limit")
+# Each makes a new Refusal to raise (see gate.BAD_KEY).
+AT_CAPACITY = partial(Refusal, closecodes.TRY_AGAIN_LATER, "relay at capacity", "over_capacity")
+CLIENT_AT_CAPACITY = partial(
+    Refusal, closecodes.TRY_AGAIN_LATER, "too many connections from this address", "over_client_limit"
+)
 
 _METHOD = re.compile(rb"[A-Z]{1,16} ")
 _METHOD_SO_FAR = re.compile(rb"[A-Z]{0,16}\Z")
@@ -59,10 +63,10 @@ class Limits:
     def admit(self, client):
         """Count a browser connection from `client`, or raise Refusal (1013) when over a limit."""
         if self.total >= self.max_connections:
-            raise AT_CAPACITY
+            raise AT_CAPACITY()
         key = client_key(client)
         if self._per_client[key] >= self.max_per_client:
-            raise CLIENT_AT_CAPACITY
+            raise CLIENT_AT_CAPACITY()
         self.total += 1
         self._per_client[key] += 1
 

@@ -163,7 +163,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
     def _accept_for_refusal(self, refusal, request):
         # Accept, so that browser JavaScript can read the close code (an HTTP status it
         # cannot). Echo a requested subprotocol: a browser fails a handshake without one.
-        self._refusal = refusal
+        self._refusal = refusal.with_traceback(None)  # its frames would hold this leg in a cycle
         self.report.set_outcome(refusal.outcome)
         self.factory.metrics.handshake(refusal.outcome, refusal.code)
         return request.protocols[0] if request.protocols else None

@@ -1,5 +1,7 @@
 """The relay's behaviour contract, in memory: iosim connections on a Clock, no sockets."""
 
+import collections
+import gc
 import os
 
 import pytest
@@ -9,6 +11,7 @@ from twisted.logger import LogLevel, formatEvent
 
 from autobahn.websocket.types import ConnectionDeny
 
+from chatrelay.limits import Limits
 from chatrelay.relay import ReadValve
 from tests.memory import TOKEN, UPSTREAM_URL, UpstreamServer, relay_query, upgrade_request
 
@@ -430,3 +433,45 @@ def test_both_legs_turn_nagle_off(harness):
     upstream_leg = factory.buildProtocol(None)
     upstream_leg.makeConnection(Transport())
     assert len(calls) > browser_calls and all(calls)
+
+
+def test_connections_leave_nothing_behind(make_harness):
+    """Serving connections, whichever way they end, refusals included, leaves nothing behind
+    (a few hundred of each kind; a leak of one object per connection would show)."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=30.0, limits=Limits(max_per_client=1, idle_timeout=0))
+    harness.browser(peer="198.51.100.1")  # holds that address's one connection throughout
+    harness.upstream()
+    kept = len(harness.pumps)
+
+    def serve(count):
+        for n in range(count):
+            for ending in ("browser_close", "upstream_close", "browser_drop", "bad_key", "over_limit"):
+                browser = harness.browser(
+                    relay_query(key="wrong") if ending == "bad_key" else None,
+                    peer="198.51.100.1" if ending == "over_limit" else f"192.0.2.{n % 200 + 1}",
+                )
+                if ending in ("bad_key", "over_limit"):
+                    assert browser.closed[1] == (4401 if ending == "bad_key" else 1013)
+                else:
+                    upstream = harness.upstream()
+                    browser.sendMessage(b'{"type":"ping"}')
+                    harness.flush()
+                    if ending == "browser_close":
+                        browser.sendCloseFrame(1000)
+                    elif ending == "upstream_close":
+                        upstream.sendCloseFrame(4001, b"bye")
+                    else:
+                        browser.transport.loseConnection()
+                harness.advance(6)
+            del harness.pumps[kept:]
+
+    def census():
+        gc.collect()
+        return collections.Counter(type(thing).__name__ for thing in gc.get_objects())
+
+    serve(50)
+    before = census()
+    serve(200)
+    after = census()
+    assert {kind: after[kind] - before[kind] for kind in after if after[kind] - before[kind] > 20} == {}
+    assert len(harness.factory.live) == 1 and harness.factory.limits.total == 1
