@@ -3,6 +3,7 @@
 import signal
 
 from twisted.application.service import MultiService
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 log = Logger(namespace="chatrelay.service")
@@ -44,7 +45,10 @@ class RelayService(MultiService):
 
     def _abort_stragglers(self, result, timeout):
         for leg in list(self.factory.live):
-            leg.dropConnection(abort=True)
-            if leg.relay is not None and leg.relay.upstream is not None:
-                leg.relay.upstream.dropConnection(abort=True)
+            for each in (leg, leg.relay.upstream if leg.relay is not None else None):
+                if each is not None and each.transport is not None:
+                    each.transport.abortConnection()  # even one already closing gracefully
         log.warn("aborted connections still open after {timeout}s", timeout=timeout)
+        # The aborted connections end on the reactor's next turn: wait for it, so that each
+        # still logs its report before the reactor stops.
+        return deferLater(self.reactor, 0, lambda: None)

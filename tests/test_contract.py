@@ -423,6 +423,20 @@ def test_a_closed_browser_that_never_reads_is_cut_off_after_close_timeout(reacto
 # Shutdown.
 
 @pytest_twisted.inlineCallbacks
+def test_sigterm_still_logs_a_connection_it_had_to_abort(reactor, fresh_relay, fake):
+    """A browser that never answers the 1001 is aborted after the grace period, and its
+    connection's summary line is still logged before the relay exits 0."""
+    factory, browser, binance = yield open_pair(reactor, fresh_relay, fake)
+    browser.onCloseFrame = lambda code, reason: None  # never answers
+    peer = "127.0.0.1 [127.0.0.1:%d]" % browser.transport.getHost().port
+    exit_code = yield fresh_relay.terminate().addTimeout(WAIT, reactor)
+    assert exit_code == 0
+    lines = [line for line in fresh_relay.text.splitlines() if peer in line]
+    assert len(lines) == 1 and " shutdown after " in lines[0]
+    browser.transport.abortConnection()
+
+
+@pytest_twisted.inlineCallbacks
 def test_sigterm_closes_both_legs_with_1001_and_exits_0(reactor, fresh_relay, fake):
     """SIGTERM: 1001 to the browser and to Binance, then exit status 0 within 5 s."""
     factory, browser, binance = yield open_pair(reactor, fresh_relay, fake)
