@@ -22,6 +22,7 @@ autobahn_costs.defer_debug_formatting()
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 _CLOSING = WebSocketProtocol.STATE_CLOSING
+_CLOSED = WebSocketProtocol.STATE_CLOSED
 
 
 def _valid_utf8(raw):
@@ -180,11 +181,15 @@ class LegMixin:
         self.transport.abortConnection()
 
     def connectionLost(self, reason):
-        """Twisted API: keep the cause, which Autobahn reduces to a string."""
+        """Twisted API: keep the cause, which Autobahn reduces to a string; stop the timers that
+        would otherwise keep this leg (and its relay) in memory for up to close_timeout."""
         self.lost_reason = reason.value
         if self._flush_deadline is not None:
             self._flush_deadline.cancel()
             self._flush_deadline = None
+        if self.closeHandshakeTimeoutCall is not None:  # Autobahn leaves this one running
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         super().connectionLost(reason)
 
     fast_frames = None  # fastframes.route(self, sink) while the pair relays without compression
@@ -207,6 +212,10 @@ class LegMixin:
                 if used == len(data):
                     return
                 data = data[used:]
+        elif self.state == _CLOSED:
+            # Nothing reads it any more, but Autobahn would keep it: a TLS connection is read
+            # on until the peer's close_notify, and a peer could send without end meanwhile.
+            return
         self._dataReceived(data)
 
     def sendData(self, data, sync=False, chopsize=None):

@@ -13,7 +13,14 @@ from autobahn.websocket.types import ConnectionDeny
 
 from chatrelay.limits import Limits
 from chatrelay.relay import ReadValve
-from tests.memory import TOKEN, UPSTREAM_URL, UpstreamServer, relay_query, upgrade_request
+from tests.memory import (
+    TOKEN,
+    UPSTREAM_URL,
+    UpstreamServer,
+    close_frame_after_101,
+    relay_query,
+    upgrade_request,
+)
 
 
 def joined(harness):
@@ -373,6 +380,31 @@ def test_shutdown_during_upstream_attempt_says_1001(harness):
     harness.factory.shut_down()
     harness.flush()
     assert browser.closed[1] == 1001
+
+
+def test_a_leg_lost_while_closing_is_not_kept_for_the_close_timeout(harness):
+    """A peer that drops TCP instead of answering the relay's close: nothing waits for it."""
+    client = harness.raw()
+    client.transport.write(upgrade_request(relay_query(key="wrong")))
+    harness.flush()
+    assert close_frame_after_101(client.received)[0] == 4401
+    client.transport.loseConnection()
+    harness.flush()
+    assert harness.factory.live == set() and harness.clock.getDelayedCalls() == []
+
+
+def test_bytes_after_a_close_are_not_kept(harness):
+    """Once a connection is closed nothing reads its bytes, so none are kept (a TLS connection
+    is read on until the peer's close_notify, and a peer could send without end meanwhile)."""
+    client = harness.raw()
+    leg = next(iter(harness.factory.live))
+    client.transport.write(b"GET /healthz HTTP/1.1\r\nHost: relay.test\r\n\r\n")
+    harness.flush()
+    assert bytes(client.received).startswith(b"HTTP/1.1 ")
+    kept = len(leg.data)
+    for _ in range(100):
+        leg.dataReceived(b"x" * 1000)
+    assert len(leg.data) == kept
 
 
 # Flow control and accounting.
