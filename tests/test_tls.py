@@ -10,8 +10,8 @@ from twisted.internet import ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 
 from chatrelay.fakebinance import FakeBinance
-from tests.certs import CertificateAuthority
 from chatrelay.upstream import PlatformTrustPlus, UpstreamTLS
+from tests.certs import CertificateAuthority
 from tests.loopback import open_browser, relay_url, start_relay
 
 
