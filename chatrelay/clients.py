@@ -24,7 +24,8 @@ def parse_networks(texts):
     )
 
 
-def _address(text):
+def ip_address(text):
+    """The IP address in `text` (IPv4 for an IPv4-mapped IPv6 address), or None."""
     try:
         address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
@@ -41,7 +42,7 @@ def in_networks(text, networks):
     """Whether the address `text` (or UNIX) lies in any of `networks`."""
     if text == UNIX:
         return UNIX in networks
-    address = _address(text)
+    address = ip_address(text)
     return address is not None and _within(address, networks)
 
 
@@ -57,7 +58,7 @@ class ClientAddresses:
         if forwarded_for is None or not in_networks(tcp_peer, self.trusted):
             return tcp_peer
         for hop in reversed(forwarded_for.split(",")):
-            address = _address(hop)
+            address = ip_address(hop)
             if address is None:
                 return tcp_peer  # a forged or garbled header: fall back to what we know
             if not _within(address, self.trusted):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from chatrelay import closecodes
+from chatrelay.clients import ip_address
 from chatrelay.gate import Refusal
 
 # Each makes a new Refusal to raise (see gate.BAD_KEY).
@@ -37,12 +38,11 @@ def client_key(client):
     a single host commonly holds whole (and can pick addresses from at will)."""
     if ":" not in client:
         return client
-    try:
-        address = ipaddress.IPv6Address(client)
-    except ValueError:
+    address = ip_address(client)
+    if address is None:
         return client
-    if address.ipv4_mapped is not None:  # an IPv4 client of a dual-stack listener
-        return str(address.ipv4_mapped)
+    if address.version == 4:  # an IPv4 client of a dual-stack listener (::ffff:a.b.c.d)
+        return str(address)
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
