@@ -16,6 +16,16 @@ BAD_REQUEST = 4400
 UNAUTHORIZED = 4401
 FORBIDDEN = 4403
 
+_RELAY_CODES = frozenset({BAD_REQUEST, UNAUTHORIZED, FORBIDDEN})
+
+
+def metric_label(code):
+    """The code as a metric label: registered and relay codes as themselves, other
+    application codes by range ("3xxx", "4xxx"), so peers cannot mint label values.
+    """
+    if code is None or code < 3000 or code in _RELAY_CODES:
+        return str(code)
+    return f"{code // 1000}xxx"
 
 
 def forwardable(code):

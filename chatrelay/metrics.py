@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from chatrelay.closecodes import metric_label
 from chatrelay.relay import BROWSER, UPSTREAM
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -31,7 +32,8 @@ class RelayMetrics:
             ["outcome", "code"], registry=self.registry,
         )
         self.closes = Counter(
-            "chatrelay_closes", "Closed legs by side and the close code on that leg's wire (1006: lost).",
+            "chatrelay_closes", "Closed legs by side and the close code on that leg's wire (1006: lost; "
+            "other application codes as 3xxx and 4xxx).",
             ["side", "code"], registry=self.registry,
         )
         self.connect_seconds = Histogram(
@@ -75,7 +77,7 @@ class RelayMetrics:
         """A browser connection (and its upstream leg, if any) is over."""
         for side, close in report.closes.items():
             if close is not None:
-                self._child(self.closes, side, str(close.code)).inc()
+                self._child(self.closes, side, metric_label(close.code)).inc()
         if report in self._live:
             self._live.discard(report)
             self.open_pairs.dec()
