@@ -3,24 +3,40 @@
 import signal
 
 from twisted.application.service import MultiService
+from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from chatrelay.lookups import SharedLookups
 
 log = Logger(namespace="chatrelay.service")
 
 
 class RelayService(MultiService):
-    """Stops listening, then closes every connection with 1001, waiting `grace` seconds at most."""
+    """Shares upstream host name lookups (answers kept `dns_ttl` seconds) while running; stops
+    listening, then closes every connection with 1001, waiting `grace` seconds at most."""
 
-    def __init__(self, reactor, factory, status=None, grace=4.0):
+    def __init__(self, reactor, factory, status=None, grace=4.0, dns_ttl=30.0):
         super().__init__()
         self.reactor = reactor
         self.factory = factory
         self.status = status
         self.grace = grace
+        self.dns_ttl = dns_ttl
+        self.lookups = None
+
+    def startService(self):
+        """IService API."""
+        if IReactorPluggableNameResolver.providedBy(self.reactor):
+            self.lookups = SharedLookups(self.reactor, self.reactor.nameResolver, ttl=self.dns_ttl)
+            self.reactor.installNameResolver(self.lookups)
+        super().startService()
 
     def stopService(self):
         """IService API."""
+        if self.lookups is not None and self.reactor.nameResolver is self.lookups:
+            self.reactor.installNameResolver(self.lookups.resolver)
+        self.lookups = None
         if self.status is not None:
             self.status.stopping = True
         stopped = super().stopService()

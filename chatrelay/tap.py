@@ -90,6 +90,8 @@ class Options(usage.Options):
         ["handshake-timeout", None, 10.0, "Seconds for a client to send its request head.", _positive_float],
         ["idle-timeout", None, 300.0, "Close a pair with 1001 after this long without a message (0: never).",
          _seconds_or_off],
+        ["dns-ttl", None, 30.0, "Seconds to reuse an upstream host name's addresses (0: look up for each "
+         "connection; lookups in flight are shared either way).", _seconds_or_off],
         ["max-request-bytes", None, 8192, "Largest request head (request line, headers, query) in bytes.",
          _positive_int],
     ]
@@ -211,7 +213,7 @@ def makeService(config, reactor=None):
     status = StatusPages(factory, config["metrics-allow"])
     status.install(factory.routes)
     install_static(factory.routes)
-    service = RelayService(reactor, factory, status)
+    service = RelayService(reactor, factory, status, dns_ttl=config["dns-ttl"])
     if config["demo"]:
         from chatrelay.demo import install_demo
 
