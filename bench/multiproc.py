@@ -1,7 +1,7 @@
 """Run N relay processes on one host, sharing one listening port, with no change to the relay.
 
     python bench/multiproc.py --processes 2 --listen 127.0.0.1:8080 [--shared-socket] -- \\
-        twistd -n --pidfile= --reactor=chatrelay chatrelay --listen systemd:domain=INET:index=0 [options]
+        twistd -n --pidfile= --reactor=chatrelay --logger=chatrelay.logs.observer chatrelay --listen systemd:domain=INET:index=0 [options]
 
 Each child gets a listening socket as file descriptor 3 with LISTEN_FDS=1, LISTEN_FDNAMES and
 LISTEN_PID set as systemd's socket activation does, so Twisted's `systemd:domain=INET:index=0`

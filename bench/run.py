@@ -13,6 +13,7 @@ See docs/performance.md for the method and the latest results.
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -190,9 +191,19 @@ def chatrelay_reactor(args, workdir):
     return ["--reactor=chatrelay"] if re.search(r"^\s*chatrelay\s", reactors, re.MULTILINE) else []
 
 
+def chatrelay_logger(args):
+    """`--logger=chatrelay.logs.observer`, as deployed, when the chatrelay being measured has it."""
+    if args.chatrelay_src == "installed":
+        present = importlib.util.find_spec("chatrelay.logs") is not None
+    else:
+        present = (Path(args.chatrelay_src) / "chatrelay" / "logs.py").exists()
+    return ["--logger=chatrelay.logs.observer"] if present else []
+
+
 def chatrelay_command(args, listen, workdir):
     return [
-        twistd_path(), "-n", "--pidfile=", *chatrelay_reactor(args, workdir), "chatrelay", "--listen", listen,
+        twistd_path(), "-n", "--pidfile=", *chatrelay_reactor(args, workdir), *chatrelay_logger(args),
+        "chatrelay", "--listen", listen,
         "--allow-target", "ws://127.0.0.1:*", *chatrelay_extra_options(args, workdir),
     ]
 

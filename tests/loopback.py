@@ -20,6 +20,7 @@ closecodes.allow_receiving_1014()
 
 TOKEN = "relay-key-0123456789"
 WAIT = 15  # seconds any single wait in a loopback test may take
+LOGGER = "chatrelay.logs.observer"
 
 
 def twistd_path():
@@ -106,15 +107,17 @@ class RelayProcess(protocol.ProcessProtocol):
                 pass
 
 
-def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay"):
-    """Start `twistd -n --reactor=chatrelay chatrelay --listen tcp:0... ARGS` (as deployed; None:
-    twistd's default reactor); fires with the RelayProcess once listening."""
+def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay", twistd_logger=LOGGER):
+    """Start `twistd -n --reactor=chatrelay --logger=chatrelay.logs.observer chatrelay --listen
+    tcp:0... ARGS` (as deployed; None: twistd's default reactor or observer); fires with the
+    RelayProcess once listening."""
     relay = RelayProcess()
     environment = {key: value for key, value in os.environ.items() if key != "BINANCE_PROXY_TOKEN"}
     if token is not None:
         environment["BINANCE_PROXY_TOKEN"] = token
     environment.update(env or {})
     choice = [f"--reactor={twistd_reactor}"] if twistd_reactor else []
+    choice += [f"--logger={twistd_logger}"] if twistd_logger else []
     argv = [twistd_path(), "-n", "--pidfile=", *choice, "chatrelay", "--listen", "tcp:0:interface=127.0.0.1", *args]
     reactor.spawnProcess(relay, argv[0], argv, env=environment, path=tempfile.gettempdir())
     return relay.started.addTimeout(WAIT, reactor)

@@ -95,9 +95,10 @@ def test_the_relay_runs_on_its_own_reactor(relay):
 
 @pytest_twisted.inlineCallbacks
 def test_round_trip_on_twistds_default_reactor(reactor, fake):
-    """Without --reactor the relay runs on twistd's default (epoll) reactor and relays as well."""
+    """Without --reactor and --logger the relay runs on twistd's default (epoll) reactor, logs
+    through twistd's default observer, and relays as well."""
     process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
-                                twistd_reactor=None)
+                                twistd_reactor=None, twistd_logger=None)
     try:
         assert "reactor class: twisted.internet.epollreactor.EPollReactor." in process.text
         factory, browser, binance = yield open_pair(reactor, process, fake)
@@ -107,6 +108,7 @@ def test_round_trip_on_twistds_default_reactor(reactor, fake):
         assert (yield browser.next_message()) == (b"\x01\x02", True)
         browser.sendClose(1000)
         yield factory.closed
+        yield wait_for_log(reactor, process, "127.0.0.1 [127.0.0.1:")
     finally:
         process.kill()
 

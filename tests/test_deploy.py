@@ -195,6 +195,7 @@ def test_systemd_unit_verifies():
         pytest.skip("systemd-analyze is not installed")
     unit = (ETC / "systemd" / "chatrelay.service").read_text()
     assert "EnvironmentFile=" in unit and "Restart=on-failure" in unit and "DynamicUser=yes" in unit
+    assert "--reactor=chatrelay --logger=chatrelay.logs.observer chatrelay" in unit
     local = Path(os.environ.get("TMPDIR", "/tmp")) / f"chatrelay-verify-{os.getpid()}" / "chatrelay.service"
     local.parent.mkdir(exist_ok=True)
     local.write_text(unit.replace("/opt/chatrelay/venv/bin/twistd", twistd_path()))
@@ -211,6 +212,7 @@ def test_systemd_template_units_verify(tmp_path):
     service = (ETC / "systemd" / "chatrelay@.service").read_text()
     socket_unit = (ETC / "systemd" / "chatrelay@.socket").read_text()
     assert "--listen systemd:domain=INET:index=0" in service and "ReusePort=yes" in socket_unit
+    assert "--reactor=chatrelay --logger=chatrelay.logs.observer chatrelay" in service
     (tmp_path / "chatrelay@1.service").write_text(service.replace("/opt/chatrelay/venv/bin/twistd", twistd_path()))
     (tmp_path / "chatrelay@1.socket").write_text(socket_unit)
     result = subprocess.run([analyze, "verify", "chatrelay@1.socket", "chatrelay@1.service"],

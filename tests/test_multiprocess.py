@@ -25,7 +25,7 @@ def start_activated(reactor, sock, fake_port):
     """twistd chatrelay given `sock` as its fd 3, the way systemd socket activation does."""
     relay = RelayProcess()
     argv = ["/bin/sh", "-c", 'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=chatrelay; exec "$0" "$@"', twistd_path(), "-n", "--pidfile=",
-            "--reactor=chatrelay", "chatrelay", "--listen", "systemd:domain=INET:index=0",
+            "--reactor=chatrelay", "--logger=chatrelay.logs.observer", "chatrelay", "--listen", "systemd:domain=INET:index=0",
             "--allow-target", f"ws://127.0.0.1:{fake_port}/chat/"]
     env = dict(os.environ, BINANCE_PROXY_TOKEN=TOKEN)
     reactor.spawnProcess(relay, argv[0], argv, env=env, childFDs={0: "w", 1: "r", 2: "r", 3: sock.fileno()})
