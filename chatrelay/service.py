@@ -24,18 +24,21 @@ class RelayService(MultiService):
         self.grace = grace
         self.dns_ttl = dns_ttl
         self.lookups = None
+        self._legacy_resolver = None
 
     def startService(self):
         """IService API."""
         if IReactorPluggableNameResolver.providedBy(self.reactor):
             self.lookups = SharedLookups(self.reactor, self.reactor.nameResolver, ttl=self.dns_ttl)
-            self.reactor.installNameResolver(self.lookups)
+            self._legacy_resolver = getattr(self.reactor, "resolver", None)
+            self.reactor.installNameResolver(self.lookups)  # which also replaces reactor.resolver
         super().startService()
 
     def stopService(self):
         """IService API."""
         if self.lookups is not None and self.reactor.nameResolver is self.lookups:
             self.reactor.installNameResolver(self.lookups.resolver)
+            self.reactor.resolver = self._legacy_resolver
         self.lookups = None
         if self.status is not None:
             self.status.stopping = True

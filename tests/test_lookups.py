@@ -42,15 +42,17 @@ class Receiver:
     """Records what a lookup delivered; `complete` is None until it completes."""
 
     def __init__(self):
-        self.began = False
+        self.began = None
         self.addresses = []
+        self.ports = set()
         self.complete = None
 
     def resolutionBegan(self, resolution):
-        self.began = resolution.name
+        self.began = resolution
 
     def addressResolved(self, address):
         self.addresses.append(address.host)
+        self.ports.add(address.port)
 
     def resolutionComplete(self):
         self.complete = list(self.addresses)
@@ -71,7 +73,7 @@ def test_browsers_waiting_for_one_name_share_one_lookup(lookups):
     """Fifty browsers arriving during a lookup start no second one, and all get its answer."""
     waiting = [resolve(lookups) for _ in range(50)]
     assert len(lookups.resolver.lookups) == 1
-    assert all(receiver.began == "im.binance.com" and receiver.complete is None for receiver in waiting)
+    assert all(receiver.began.name == "im.binance.com" and receiver.complete is None for receiver in waiting)
     lookups.resolver.answer(0, "203.0.113.5", "203.0.113.6")
     assert all(receiver.complete == ["203.0.113.5", "203.0.113.6"] for receiver in waiting)
 
@@ -109,14 +111,70 @@ def test_ttl_zero_shares_lookups_in_flight_but_keeps_no_answer():
     assert len(lookups.resolver.lookups) == 2
 
 
-def test_names_and_ports_are_looked_up_separately(lookups):
-    """An answer is for one name and port."""
-    resolve(lookups, "a.example", 443)
-    resolve(lookups, "b.example", 443)
-    resolve(lookups, "a.example", 8443)
-    assert [(name, port) for _r, name, port in lookups.resolver.lookups] == [
-        ("a.example", 443), ("b.example", 443), ("a.example", 8443)
-    ]
+def test_names_are_looked_up_separately_ports_are_not(lookups):
+    """One lookup per name: a target allowed on any port (`host:*`) cannot start one per port.
+    Each caller gets the addresses with its own port."""
+    at_443, other_name, at_8443 = (
+        resolve(lookups, "a.example", 443), resolve(lookups, "b.example", 443), resolve(lookups, "a.example", 8443)
+    )
+    assert [(name, port) for _r, name, port in lookups.resolver.lookups] == [("a.example", 0), ("b.example", 0)]
+    lookups.resolver.answer(0, "203.0.113.5")
+    assert (at_443.complete, at_443.ports, at_8443.complete, at_8443.ports) == (
+        ["203.0.113.5"], {443}, ["203.0.113.5"], {8443}
+    )
+    assert other_name.complete is None
+    assert resolve(lookups, "a.example", 80).ports == {80}
+
+
+def test_a_resolver_that_raises_fails_its_callers_and_not_the_next(lookups, log_events):
+    """An exception from the resolver: the name is not found (1014 for the browser), it is
+    logged, and the next browser gets a new lookup instead of waiting for nothing."""
+    class Raising(PendingResolver):
+        def resolveHostName(self, receiver, hostName, *args):
+            super().resolveHostName(receiver, hostName, *args)
+            if len(self.lookups) == 1:
+                raise RuntimeError("resolver broken")
+
+    lookups.resolver = Raising()
+    first = resolve(lookups)
+    assert first.complete == []
+    assert [e["log_failure"].value.args for e in log_events if "log_failure" in e] == [("resolver broken",)]
+    second = resolve(lookups)
+    assert len(lookups.resolver.lookups) == 2
+    lookups.resolver.answer(1, "203.0.113.5")
+    assert second.complete == ["203.0.113.5"]
+
+
+def test_a_lookup_that_never_answers_is_not_joined_for_ever(lookups):
+    """After `stale` seconds without an answer, a new caller starts another lookup; the old
+    one still answers its own callers, should it ever."""
+    stuck = resolve(lookups)
+    lookups.clock.advance(29)
+    assert resolve(lookups).complete is None and len(lookups.resolver.lookups) == 1
+    lookups.clock.advance(1)
+    fresh = resolve(lookups)
+    assert len(lookups.resolver.lookups) == 2
+    lookups.resolver.answer(1, "203.0.113.6")
+    assert fresh.complete == ["203.0.113.6"] and stuck.complete is None
+    lookups.resolver.answer(0, "203.0.113.5")
+    assert stuck.complete == ["203.0.113.5"]
+
+
+def test_a_caller_that_cancels_gets_nothing_and_others_still_do(lookups):
+    """A browser gone before the answer is no longer held by the lookup."""
+    gone, staying = resolve(lookups), resolve(lookups)
+    gone.began.cancel()
+    lookups.resolver.answer(0, "203.0.113.5")
+    assert (gone.complete, staying.complete) == (None, ["203.0.113.5"])
+
+
+def test_remembered_names_are_bounded(lookups):
+    """However many names resolve, at most max_names answers are kept."""
+    lookups.max_names = 2
+    for index, name in enumerate(["a.example", "b.example", "c.example"]):
+        resolve(lookups, name)
+        lookups.resolver.answer(index, "203.0.113.5")
+    assert len(lookups._answers) <= 2
 
 
 def test_a_failing_receiver_does_not_keep_the_answer_from_others(lookups, log_events):
@@ -177,9 +235,11 @@ class ResolvingMemoryReactor(MemoryReactorClock):
     """A memory reactor with a pluggable name resolver."""
 
     nameResolver = PendingResolver()
+    resolver = "the legacy resolver"
 
     def installNameResolver(self, resolver):
         previous, self.nameResolver = self.nameResolver, resolver
+        self.resolver = "a simplified " + type(resolver).__name__
         return previous
 
 
@@ -196,4 +256,4 @@ def test_the_service_shares_lookups_while_it_runs():
     assert isinstance(reactor.nameResolver, SharedLookups)
     assert (reactor.nameResolver.resolver, reactor.nameResolver.ttl) == (original, 5.0)
     service.stopService()
-    assert reactor.nameResolver is original
+    assert (reactor.nameResolver, reactor.resolver) == (original, "the legacy resolver")
