@@ -194,7 +194,10 @@ def chatrelay_reactor(args, workdir):
 def chatrelay_logger(args):
     """`--logger=chatrelay.logs.observer`, as deployed, when the chatrelay being measured has it."""
     if args.chatrelay_src == "installed":
-        present = importlib.util.find_spec("chatrelay.logs") is not None
+        try:
+            present = importlib.util.find_spec("chatrelay.logs") is not None
+        except ImportError:  # no chatrelay at all
+            present = False
     else:
         present = (Path(args.chatrelay_src) / "chatrelay" / "logs.py").exists()
     return ["--logger=chatrelay.logs.observer"] if present else []
@@ -218,6 +221,7 @@ def start_chatrelay(args, workdir, port):
     proc.info = {"nvx": match.group(1) if match else "not logged"}
     reactor = re.search(r"reactor class: (\S+?)\.?$", proc.text(), re.MULTILINE)
     proc.info["reactor"] = reactor.group(1) if reactor else "not logged"
+    proc.info["logger"] = "chatrelay.logs.observer" if chatrelay_logger(args) else "twistd's default"
     version = re.search(r"chatrelay (\S+) \(autobahn (\S+?),", proc.text())
     if version:
         proc.info.update(chatrelay=version.group(1), autobahn=version.group(2))

@@ -8,6 +8,7 @@ whose format is a single field (the connection summary's "{summary}") as that fi
 Any other event is formatted by Twisted.
 """
 
+import math
 import sys
 
 from zope.interface import implementer
@@ -25,8 +26,7 @@ class TextLogObserver:
 
     def __init__(self, out):
         self.out = out
-        self._second = None
-        self._stamp = None
+        self._stamp = (None, None)  # (second, its time stamp), replaced whole: any thread may log
         self._fields = {}  # log_format: the one field it is made of, or None
 
     def __call__(self, event):
@@ -39,24 +39,25 @@ class TextLogObserver:
             self.out.flush()
 
     def _quick_text(self, event):
-        # The line Twisted would write, for an event it would format as one field's str();
-        # None for any other event.
+        # The line Twisted would write, for an event it would format as one field's
+        # format(value, ""); None for any other event, and for any surprise on the way.
         field = self._single_field(event.get("log_format"))
         if field is None or field not in event or not _PLAIN.isdisjoint(event):
             return None
         try:
-            text = str(event[field])
-        except Exception:
-            return None  # Twisted reports it as unformattable
-        if not text:
-            return ""
-        level = event.get("log_level")
-        return "{} [{}#{}] {}\n".format(
-            self._time(event.get("log_time")),
-            event.get("log_namespace", "-"),
-            "-" if level is None else level.name,
-            text.replace("\n", "\n\t"),
-        )
+            text = format(event[field], "")
+            if not text:
+                return ""
+            level = event.get("log_level")
+            line = "{} [{}#{}] {}".format(
+                self._time(event.get("log_time")),
+                event.get("log_namespace", "-"),
+                "-" if level is None else level.name,
+                text,
+            )
+        except BaseException:  # as Twisted catches it; Twisted then says what went wrong
+            return None
+        return line.replace("\n", "\n\t") + "\n"
 
     def _single_field(self, log_format):
         try:
@@ -75,12 +76,14 @@ class TextLogObserver:
         return field
 
     def _time(self, when):
-        if when is None:
-            return "-"
-        second = int(when)
-        if second != self._second:
-            self._second, self._stamp = second, formatTime(when)
-        return self._stamp
+        if when.__class__ not in (float, int):  # None, or something only Twisted knows to format
+            return formatTime(when)
+        second = math.floor(when)
+        cached_second, stamp = self._stamp
+        if second != cached_second:
+            stamp = formatTime(when)
+            self._stamp = (second, stamp)
+        return stamp
 
 
 def observer():

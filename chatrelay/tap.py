@@ -37,6 +37,8 @@ TOKEN_ENVIRONMENT_VARIABLE = "BINANCE_PROXY_TOKEN"
 def _number(kind, minimum=0, inclusive=False):
     def coerce(text):
         value = kind(text)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, not {text}")
         if value < minimum or (value == minimum and not inclusive):
             bound = "at least" if inclusive else "more than"
             raise ValueError(f"must be {bound} {minimum}, not {text}")

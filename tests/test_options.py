@@ -46,6 +46,10 @@ def test_repeated_options_accumulate():
         ["--max-message-size", "lots"],
         ["--connect-timeout", "-1"],
         ["--ping-interval", "-5"],
+        ["--dns-ttl", "inf"],
+        ["--dns-ttl", "-1"],
+        ["--connect-timeout", "nan"],
+        ["--close-timeout", "1e400"],
         ["--upstream-ca", "/nonexistent.pem"],
     ],
 )
