@@ -364,44 +364,46 @@ def user_and_kernel(result, units, name):
             f"cpu_us_kernel_per_{name}": 1e6 * (result["cpu"]["relay"] - user) / units}
 
 
-def run_relay_phases(plan, setup):
-    """Every per-run phase against one relay; returns raw results and derived metrics."""
-    url, pids = setup.url, setup.pids
-    raw = {}
-    metrics = {}
+def relay_phases(plan):
+    """The per-run phases, in order; each measures one relay (its Setup) and adds to that relay's
+    raw results and metrics."""
     d = plan.duration
-    load("warmup", url, pids, 60, duration=1)
 
-    r = raw["idle"] = load("idle", url, pids, 180, conns=plan.idle_conns, settle=3, idle=2)
-    metrics["rss_kib_per_idle_conn"] = (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
+    def idle(setup, raw, metrics):
+        r = raw["idle"] = load("idle", setup.url, setup.pids, 180, conns=plan.idle_conns, settle=3, idle=2)
+        metrics["rss_kib_per_idle_conn"] = (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
 
-    for n, rate in ((1, 0), (100, plan.rate100)):
-        r = raw[f"msgs{n}"] = load("msgs", url, pids, 120, conns=n, size=200, duration=d, rate=rate)
-        metrics[f"cpu_us_per_msg_n{n}"] = 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
-        metrics[f"msgs_per_s_n{n}"] = r["relayed_messages"] / r["wall"]
-    metrics.update(user_and_kernel(raw["msgs100"], raw["msgs100"]["relayed_messages"], "msg_n100"))
+    def messages(n, rate):
+        def phase(setup, raw, metrics):
+            r = raw[f"msgs{n}"] = load("msgs", setup.url, setup.pids, 120, conns=n, size=200, duration=d, rate=rate)
+            metrics[f"cpu_us_per_msg_n{n}"] = 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
+            metrics[f"msgs_per_s_n{n}"] = r["relayed_messages"] / r["wall"]
+            if n == 100:
+                metrics.update(user_and_kernel(r, r["relayed_messages"], "msg_n100"))
+        return phase
 
-    r = raw["cycles"] = load("cycles", url, pids, 120, concurrency=10, duration=d)
-    metrics["cpu_us_per_conn_cycle"] = 1e6 * r["cpu"]["relay"] / r["cycles"]
-    metrics.update(user_and_kernel(r, r["cycles"], "conn_cycle"))
-    metrics["cycles_per_s"] = r["cycles"] / r["wall"]
+    def cycles(setup, raw, metrics):
+        r = raw["cycles"] = load("cycles", setup.url, setup.pids, 120, concurrency=10, duration=d)
+        metrics["cpu_us_per_conn_cycle"] = 1e6 * r["cpu"]["relay"] / r["cycles"]
+        metrics.update(user_and_kernel(r, r["cycles"], "conn_cycle"))
+        metrics["cycles_per_s"] = r["cycles"] / r["wall"]
 
-    r = raw["bulk"] = load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=d)
-    metrics["cpu_us_per_mib"] = 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
-    metrics["mib_per_s"] = r["relayed_bytes"] / (1 << 20) / r["wall"]
+    def bulk(setup, raw, metrics):
+        r = raw["bulk"] = load("msgs", setup.url, setup.pids, 120, conns=1, size=1 << 20, binary=True, duration=d)
+        metrics["cpu_us_per_mib"] = 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
+        metrics["mib_per_s"] = r["relayed_bytes"] / (1 << 20) / r["wall"]
 
-    # The same schedule straight to the echo, interleaved in the same window: the floor.
-    direct_url = f"ws://127.0.0.1:{setup.echo_port}/direct"
-    r = raw["latency"] = load("latency", url, pids, 120, conns=100, rate=1000,
-                              duration=plan.latency_duration, direct_url=direct_url)
-    metrics["rtt_ms_p50"] = r["rtt_ms"]["p50"]
-    metrics["rtt_ms_p99"] = r["rtt_ms"]["p99"]
-    metrics["added_rtt_ms_p50"] = r["rtt_ms"]["p50"] - r["direct_rtt_ms"]["p50"]
-    metrics["added_rtt_ms_p99"] = r["rtt_ms"]["p99"] - r["direct_rtt_ms"]["p99"]
+    def latency(setup, raw, metrics):
+        # The same schedule straight to the echo, interleaved in the same window: the floor.
+        direct_url = f"ws://127.0.0.1:{setup.echo_port}/direct"
+        r = raw["latency"] = load("latency", setup.url, setup.pids, 120, conns=100, rate=1000,
+                                  duration=plan.latency_duration, direct_url=direct_url)
+        metrics["rtt_ms_p50"] = r["rtt_ms"]["p50"]
+        metrics["rtt_ms_p99"] = r["rtt_ms"]["p99"]
+        metrics["added_rtt_ms_p50"] = r["rtt_ms"]["p50"] - r["direct_rtt_ms"]["p50"]
+        metrics["added_rtt_ms_p99"] = r["rtt_ms"]["p99"] - r["direct_rtt_ms"]["p99"]
 
-    errors = sum(raw[p]["error_total"] for p in raw)
-    metrics["errors"] = errors
-    return raw, metrics
+    return [idle, messages(1, 0), messages(100, plan.rate100), cycles, bulk, latency]
 
 
 def start_relay(kind, args, workdir, port, echo_port):
@@ -456,15 +458,32 @@ def load_share(raw):
     return out
 
 
-def one_relay(kind, args, plan, workdir, run_index):
-    with relay_with_echo(workdir, partial(start_relay, kind, args, workdir)) as setup:
-        raw, metrics = run_relay_phases(plan, setup)
-        info = getattr(setup.procs[0], "info", {})
-    r = raw["huge"] = huge_phase(kind, args, plan, workdir)
-    metrics["rss_growth_kib_256mib"] = r["relay_rss_growth_kib"]
-    metrics["huge_intact"] = r["intact"]
-    metrics["errors"] += r["error_total"]
-    return {"metrics": metrics, "raw": raw, "info": info, "cpu_share": load_share(raw)}
+def one_run(relays, args, plan, workdir, run_index):
+    """Every per-run phase against every relay, phase by phase. The relays run side by side,
+    each in front of its own echo, and take their turns at one phase before the next phase
+    starts (in an order that rotates from phase to phase and run to run): what the machine
+    does meanwhile falls on all of them alike, seconds apart rather than minutes."""
+    with contextlib.ExitStack() as stack:
+        setups = {kind: stack.enter_context(relay_with_echo(workdir, partial(start_relay, kind, args, workdir)))
+                  for kind in relays}
+        raw = {kind: {} for kind in relays}
+        metrics = {kind: {} for kind in relays}
+        for kind in relays:
+            load("warmup", setups[kind].url, setups[kind].pids, 60, duration=1)
+        for index, phase in enumerate(relay_phases(plan)):
+            shift = (run_index + index) % len(relays)
+            for kind in relays[shift:] + relays[:shift]:
+                phase(setups[kind], raw[kind], metrics[kind])
+        infos = {kind: getattr(setups[kind].procs[0], "info", {}) for kind in relays}
+    results = {}
+    for kind in relays:
+        r = raw[kind]["huge"] = huge_phase(kind, args, plan, workdir)
+        metrics[kind]["rss_growth_kib_256mib"] = r["relay_rss_growth_kib"]
+        metrics[kind]["huge_intact"] = r["intact"]
+        metrics[kind]["errors"] = sum(phase["error_total"] for phase in raw[kind].values())
+        results[kind] = {"metrics": metrics[kind], "raw": raw[kind], "info": infos[kind],
+                         "cpu_share": load_share(raw[kind])}
+    return results
 
 
 def hold_phase(kind, args, plan, workdir):
@@ -705,18 +724,17 @@ def main():
 
     per_run, holds, scales = [], [], []
     for run in range(runs):
-        results = {}
-        order = relays[run % len(relays):] + relays[:run % len(relays)]  # rotate the order
-        for kind in order:
-            t0 = time.monotonic()
-            results[kind] = one_relay(kind, args, plan, workdir, run)
+        t0 = time.monotonic()
+        results = one_run(relays, args, plan, workdir, run)
+        for kind in relays:
             m = results[kind]["metrics"]
-            log(f"run {run + 1}/{runs} {kind:9} done in {time.monotonic() - t0:.0f}s: "
+            log(f"run {run + 1}/{runs} {kind:9} (all relays done in {time.monotonic() - t0:.0f}s): "
                 f"n1 {m['cpu_us_per_msg_n1']:.1f} us/msg, n100 {m['cpu_us_per_msg_n100']:.1f} us/msg, "
                 f"cycle {m['cpu_us_per_conn_cycle']:.0f} us, idle {m['rss_kib_per_idle_conn']:.1f} KiB/conn, "
                 f"{m['cpu_us_per_mib']:.0f} us/MiB, 256 MiB +{m['rss_growth_kib_256mib']:,} KiB, "
                 f"rtt +{m['added_rtt_ms_p50']:.2f}/+{m['added_rtt_ms_p99']:.2f} ms, errors {m['errors']}"
-                + (f", NVX {results[kind]['info'].get('nvx')}, reactor {results[kind]['info'].get('reactor')}"
+                + (f", NVX {results[kind]['info'].get('nvx')}, reactor {results[kind]['info'].get('reactor')}, "
+                   f"logger {results[kind]['info'].get('logger')}"
                    if kind == "chatrelay" else ""))
             shares = results[kind]["cpu_share"]
             log("    cores busy (relay/echo/loadgen/whole machine): " + "; ".join(
