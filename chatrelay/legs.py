@@ -147,6 +147,9 @@ class LegMixin:
             and self.relay.close_received(self, code, reasonRaw)
         ):
             self._deferred_close = (code, reasonRaw)
+            # Nothing may follow a close (RFC 6455, 5.5.1): the rest of this read is dropped
+            # unparsed, as is what dataReceived gets from now on.
+            self.data = b""
             self.remoteCloseCode = code
             self.remoteCloseReason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
             return None
@@ -212,9 +215,10 @@ class LegMixin:
                 if used == len(data):
                     return
                 data = data[used:]
-        elif self.state == _CLOSED:
-            # Nothing reads it any more, but Autobahn would keep it: a TLS connection is read
-            # on until the peer's close_notify, and a peer could send without end meanwhile.
+        elif self.state == _CLOSED or self._deferred_close is not None:
+            # Nothing reads it any more, but Autobahn would keep it (a TLS connection is read
+            # on until the peer's close_notify, and a peer could send without end meanwhile),
+            # or parse it after the peer's close, which nothing may follow.
             return
         self._dataReceived(data)
 

@@ -45,22 +45,23 @@ class Direction:
         self._started = False  # True once a frame of the message went out; None: sent whole
 
     def begin(self, is_binary):
-        """A message starts on the source leg."""
-        self.messages += 1
+        """A message starts on the source leg (counted if it is relayed: the direction is open)."""
+        if self.open:
+            self.messages += 1
         self._binary = is_binary
         self._started = False
 
     def whole(self, payload):
         """The complete message arrived at once: send it on as one frame."""
-        self.bytes += len(payload)
         if self.open and self.sink.leg_open():
+            self.bytes += len(payload)
             self.sink.send_whole(payload, self._binary)
         self._started = None
 
     def data(self, chunk):
         """A chunk of the message arrived: send it on as one complete frame."""
-        self.bytes += len(chunk)
         if self.open and chunk:
+            self.bytes += len(chunk)
             if not self._started:
                 self.sink.beginMessage(isBinary=self._binary)
                 self._started = True

@@ -12,7 +12,7 @@ from twisted.logger import LogLevel, formatEvent
 from autobahn.websocket.types import ConnectionDeny
 
 from chatrelay.limits import Limits
-from chatrelay.relay import ReadValve
+from chatrelay.relay import Direction, ReadValve
 from tests.memory import (
     TOKEN,
     UPSTREAM_URL,
@@ -299,6 +299,32 @@ def test_upstream_close_code_and_reason_reach_browser(harness, code, reason):
     harness.flush()
     assert browser.closed == (True, code, reason or None)
     assert upstream.closed == (True, code, reason or None)
+
+
+@pytest.mark.parametrize("after_close", [b"\x81\x05late1\x82\x01\x00", b"\xff\xff\xff"])
+def test_frames_after_a_close_are_neither_relayed_nor_counted_nor_parsed(harness, after_close):
+    """Nothing may follow a close (RFC 6455, 5.5.1): what a peer sends after its close frame
+    does not reach the browser, is not counted as relayed, and, were it garbage, cannot turn
+    the peer's clean close into a protocol error."""
+    browser, upstream = joined(harness)
+    upstream.sendData(b"\x81\x01a" + b"\x88\x02\x03\xe8" + after_close)
+    harness.flush()
+    assert browser.messages == [(b"a", False)]
+    assert browser.closed == (True, 1000, None)
+    assert upstream.closed[:2] == (True, 1000)
+    metrics = harness.factory.metrics
+    assert (metrics.traffic("messages")["upstream"], metrics.traffic("bytes")["upstream"]) == (1, 1)
+
+
+def test_a_closed_direction_counts_nothing():
+    """Counters are of relayed messages: once a direction is closed, nothing more is counted."""
+    direction = Direction(sink=None)
+    direction.begin(False)
+    direction.whole(b"abc")
+    direction.begin(True)
+    direction.data(b"defg")
+    direction.end()
+    assert (direction.messages, direction.bytes) == (0, 0)
 
 
 def test_upstream_close_without_code_reaches_browser_without_code(harness):
