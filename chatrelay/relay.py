@@ -45,15 +45,15 @@ class Direction:
         self._started = False  # True once a frame of the message went out; None: sent whole
 
     def begin(self, is_binary):
-        """A message starts on the source leg (counted if it is relayed: the direction is open)."""
-        if self.open:
-            self.messages += 1
+        """A message starts on the source leg (counted once something of it is sent on: a
+        message refused before that, too large or not UTF-8, was not relayed)."""
         self._binary = is_binary
         self._started = False
 
     def whole(self, payload):
         """The complete message arrived at once: send it on as one frame."""
         if self.open and self.sink.leg_open():
+            self.messages += 1
             self.bytes += len(payload)
             self.sink.send_whole(payload, self._binary)
         self._started = None
@@ -63,6 +63,7 @@ class Direction:
         if self.open and chunk:
             self.bytes += len(chunk)
             if not self._started:
+                self.messages += 1
                 self.sink.beginMessage(isBinary=self._binary)
                 self._started = True
             self.sink.sendMessageFrame(chunk)
@@ -73,6 +74,7 @@ class Direction:
             if self._started:
                 self.sink.endMessage()
             elif self.sink.leg_open():
+                self.messages += 1
                 self.sink.send_whole(b"", self._binary)  # an empty message: one frame
         self._started = False
 

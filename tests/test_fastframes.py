@@ -228,3 +228,236 @@ def test_a_compressed_leg_keeps_the_pair_on_autobahns_path(make_harness, taken):
     harness.flush()
     assert plain_upstream.messages == [(b"fast", False)]
     assert taken == [len(from_browser(b"fast"))]
+
+
+# Cases an independent review found untested: reads that end inside a frame, the length
+# boundaries, invalid UTF-8 from either side, and the fast path's guards.
+
+SIDES = ["browser", "upstream"]  # the side that sends
+
+
+def sent_by(side, payload, opcode=0x1, fin=True):
+    """A frame as `side` sends it: masked from a browser, unmasked from an upstream."""
+    return from_browser(payload, opcode, fin) if side == "browser" else frame(payload, opcode, fin)
+
+
+def sender_and_receiver(harness, side):
+    """Join a pair; return (the peer on `side`, the peer on the other side)."""
+    browser, upstream = joined(harness)
+    return (browser, upstream) if side == "browser" else (upstream, browser)
+
+
+def relay_legs(harness, side):
+    """The relay's own legs of the only pair: (the one `side` sends to, the one it relays to)."""
+    browser_leg = next(iter(harness.factory.live))
+    legs = (browser_leg, browser_leg.relay.upstream)
+    return legs if side == "browser" else legs[::-1]
+
+
+def counted(harness, side):
+    """(messages, bytes) the relay's counters show as relayed from `side`."""
+    metrics = harness.factory.metrics
+    return metrics.traffic("messages")[side], metrics.traffic("bytes")[side]
+
+
+def text_of(n):
+    """n bytes of valid UTF-8, mostly two-byte characters (so that the text is checked)."""
+    return ("ж" * (n // 2) + "x" * (n % 2)).encode()
+
+
+def binary_of(n):
+    """n bytes of every value, invalid UTF-8 included (binary is never checked)."""
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
+def flush_first(harness, peer):
+    """Move bytes on `peer`'s own connection until it goes quiet, then on all of them."""
+    next(pump for pump in harness.pumps if peer in (pump.client, pump.server)).flush()
+    harness.flush()
+
+
+def drain(harness, leg):
+    """Let Autobahn write out what `leg` has queued: one chunk per reactor turn."""
+    for _ in range(1000):
+        if not leg.send_queue and not leg.triggered:
+            return
+        harness.advance(0.001)
+    raise AssertionError("the send queue never drained")
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("length", [10, 300], ids=["short", "16-bit-length"])
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 8, "mid-payload"])
+def test_a_frame_cut_after_a_fast_one_arrives_whole_and_in_order(harness, taken, side, length, cut):
+    """A read ending inside a frame: the frames before and after it go fast, all arrive whole, in order."""
+    sender, receiver = sender_and_receiver(harness, side)
+    first = sent_by(side, b"first")
+    second_payload = text_of(length)  # cut inside a character, too
+    second = sent_by(side, second_payload)
+    header = len(second) - length
+    at = header + (length // 2 | 1) if cut == "mid-payload" else cut
+    sender.sendData(first + second[:at])
+    harness.flush()
+    assert receiver.messages == [(b"first", False)]
+    sender.sendData(second[at:])
+    harness.flush()
+    third = sent_by(side, b"\x00\x01", 0x2)
+    sender.sendData(third)
+    harness.flush()
+    assert receiver.messages == [(b"first", False), (second_payload, False), (b"\x00\x01", True)]
+    # Fast for the first frame and, once Autobahn finished the cut one, for the third again.
+    assert taken == [len(first), len(third)]
+    assert counted(harness, side) == (3, 5 + length + 2)
+    assert sender.closed is None and receiver.closed is None
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("opcode", [0x1, 0x2], ids=["text", "binary"])
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 1000, 65535])
+def test_payloads_up_to_65535_bytes_go_fast_and_exact(harness, taken, monkeypatch, side, opcode, length):
+    """Each length up to 65,535 arrives exact: re-masked toward the upstream, byte for byte to the browser."""
+    monkeypatch.setattr(fastframes, "_getrandbits", lambda bits: 0x0A0B0C0D)
+    sender, receiver = sender_and_receiver(harness, side)
+    payload = text_of(length) if opcode == 0x1 else binary_of(length)
+    chunk = sent_by(side, payload, opcode)
+    before = len(receiver.raw)
+    sender.sendData(chunk)
+    harness.flush()
+    assert receiver.messages == [(payload, opcode == 0x2)]
+    expected = frame(payload, opcode, mask=b"\x0a\x0b\x0c\x0d") if side == "browser" else chunk
+    assert receiver.raw[before:] == expected
+    assert taken == [len(chunk)]
+    assert counted(harness, side) == (1, length)
+    assert sender.closed is None and receiver.closed is None
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("opcode", [0x1, 0x2], ids=["text", "binary"])
+def test_a_65536_byte_payload_goes_through_autobahn_intact(harness, taken, side, opcode):
+    """One byte past the fast path's limit (a 64-bit length): Autobahn relays it, intact."""
+    sender, receiver = sender_and_receiver(harness, side)
+    payload = text_of(65536) if opcode == 0x1 else binary_of(65536)
+    chunk = sent_by(side, payload, opcode)
+    sender.sendData(chunk)
+    harness.flush()
+    assert receiver.messages == [(payload, opcode == 0x2)]
+    assert taken == [0]
+    assert counted(harness, side) == (1, 65536)
+    assert sender.closed is None and receiver.closed is None
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\xff"],
+    ids=["surrogate", "overlong", "above-10FFFF", "truncated", "lone-FF"],
+)
+def test_invalid_utf8_after_a_fast_message_fails_both_legs_with_1007(harness, taken, side, bad):
+    """Invalid UTF-8 in a whole text frame: the message before it is relayed, then both legs get 1007."""
+    sender, receiver = sender_and_receiver(harness, side)
+    first = sent_by(side, b"fine")
+    sender.sendData(first + sent_by(side, b"price: " + bad) + sent_by(side, b"never"))
+    harness.flush()
+    assert receiver.messages == [(b"fine", False)]
+    assert sender.closed[1] == 1007
+    assert receiver.closed[1] == 1007
+    assert taken == [len(first)]
+    assert counted(harness, side) == (1, 4)  # nothing of the refused message went on
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_frame_waits_behind_what_the_destination_leg_has_queued(harness, taken, side):
+    """A frame is relayed behind what the destination leg has queued, never into a queued frame."""
+    sender, receiver = sender_and_receiver(harness, side)
+    _, destination = relay_legs(harness, side)
+    destination.sendFrame(opcode=0x1, payload=b"queued first", chopsize=3)
+    assert destination.send_queue  # written one chunk per reactor turn
+    sender.sendData(sent_by(side, b"then this"))
+    harness.flush()
+    drain(harness, destination)
+    assert receiver.messages == [(b"queued first", False), (b"then this", False)]
+    assert taken == [0]
+    again = sent_by(side, b"fast again")
+    sender.sendData(again)  # nothing queued any more: the fast path takes it
+    harness.flush()
+    assert receiver.messages[-1] == (b"fast again", False)
+    assert taken == [0, len(again)]
+    assert counted(harness, side) == (2, len(b"then this") + len(b"fast again"))
+    assert sender.closed is None and receiver.closed is None
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_nothing_is_relayed_to_a_leg_that_is_closing(harness, taken, side):
+    """Nothing is written after the destination leg's close, even before the pair knows it is closing."""
+    sender, receiver = sender_and_receiver(harness, side)
+    _, destination = relay_legs(harness, side)
+    before = len(receiver.raw)
+    destination.sendCloseFrame(1000)  # directly: the relay has not started closing the pair
+    sender.sendData(sent_by(side, b"too late"))
+    flush_first(harness, sender)  # the frame arrives before the close handshake completes
+    assert taken and set(taken) == {0}  # the close reply is offered too, and not taken
+    assert receiver.messages == []
+    assert receiver.closed[1] == 1000
+    close = receiver.raw[before:]
+    assert close[0] == 0x88 and len(close) == (8 if side == "browser" else 4)  # a close, then nothing
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_whole_frames_after_a_fragmented_message_keep_their_place(harness, taken, side):
+    """Whole frames after a fragmented message spread over reads arrive in order; then fast again."""
+    sender, receiver = sender_and_receiver(harness, side)
+    sender.sendData(sent_by(side, b"frag", fin=False))
+    harness.flush()
+    sender.sendData(sent_by(side, b"mented", 0x0) + sent_by(side, b"after") + sent_by(side, b"\x01", 0x2))
+    harness.flush()
+    last = sent_by(side, b"last")
+    sender.sendData(last)
+    harness.flush()
+    assert receiver.messages == [
+        (b"fragmented", False), (b"after", False), (b"\x01", True), (b"last", False),
+    ]
+    assert taken == [0, len(last)]
+    assert sender.closed is None and receiver.closed is None
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("opening", [b"", b"frag"], ids=["empty-first-fragment", "first-fragment"])
+def test_a_new_message_inside_a_fragmented_one_is_a_protocol_error(harness, taken, side, opening):
+    """A new message inside an open fragmented one is not relayed: 1002 (the other side 1001/1014)."""
+    sender, receiver = sender_and_receiver(harness, side)
+    sender.sendData(sent_by(side, opening, fin=False))
+    harness.flush()
+    sender.sendData(sent_by(side, b"intruder"))
+    harness.flush()
+    assert receiver.messages == []
+    # The open message once something of it went out (an empty fragment sends nothing), never the intruder.
+    assert counted(harness, side) == ((1, len(opening)) if opening else (0, 0))
+    assert sender.closed[1] == 1002
+    assert receiver.closed[1] == (1001 if side == "browser" else 1014)
+    assert taken == [0]  # only the first read was offered to the fast path
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("busy", ["queued", "mid-message", "closing"])
+def test_forward_takes_nothing_while_the_destination_cannot_take_a_frame(harness, side, busy):
+    """While the destination is queued, mid-message or closing, forward takes nothing and writes nothing."""
+    sender, receiver = sender_and_receiver(harness, side)
+    source, destination = relay_legs(harness, side)
+    if busy == "queued":
+        destination.sendFrame(opcode=0x1, payload=b"queued", chopsize=2)
+    elif busy == "mid-message":
+        sender.sendData(sent_by(side, b"frag", fin=False))
+        harness.flush()
+    else:
+        destination.sendCloseFrame(1000)
+    pending = list(destination.transport.stream)
+    assert fastframes.forward(source, sent_by(side, b"probe")) == 0
+    assert destination.transport.stream == pending  # nothing written
+    assert counted(harness, side) == ((1, 4) if busy == "mid-message" else (0, 0))
+    if busy == "mid-message":
+        sender.sendData(sent_by(side, b"ment", 0x0))
+    harness.flush()
+    drain(harness, destination)
+    assert receiver.messages == {
+        "queued": [(b"queued", False)], "mid-message": [(b"fragment", False)], "closing": [],
+    }[busy]
