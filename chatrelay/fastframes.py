@@ -11,17 +11,16 @@ fragment, a large or incomplete frame, a protocol error) and all that follows it
 Autobahn's parser as usual, which also finds and reports every error.
 """
 
-import random
-
 from autobahn.websocket.protocol import WebSocketProtocol
 
+from chatrelay.masking import KEYS
 from chatrelay.writes import write_through
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 _GROUND = WebSocketProtocol.SEND_STATE_GROUND
 _DATA = (0x81, 0x82)  # FIN + text, FIN + binary
-_getrandbits = random.getrandbits
 _from_bytes = int.from_bytes
+_new_key = KEYS.key
 
 
 def _repeated(mask, n):
@@ -94,11 +93,8 @@ def forward(leg, data):
         direction.messages += 1
         direction.bytes += length
         if masked:
-            # Toward the upstream: the same frame, masked with a key of the relay's own. Keys
-            # are made as Autobahn makes its own (random.getrandbits; see its issue 758). They
-            # guard against script-chosen bytes fooling intermediaries that read the
-            # plaintext; the upstream leg to Binance is TLS, which none can read.
-            key = _getrandbits(32).to_bytes(4, "big")
+            # Toward the upstream: the same frame, masked with a fresh key of the relay's own.
+            key = _new_key()
             out.append(data[i:i + 2] if length < 126 else data[i:i + 4])
             out.append(key)
             out.append((plain ^ _repeated(key, length)).to_bytes(length, "little"))

@@ -10,7 +10,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from chatrelay import autobahn_costs, closecodes, fastframes
+from chatrelay import autobahn_costs, closecodes, fastframes, masking
 from chatrelay.compression import browser_options as browser_compression
 from chatrelay.compression import upstream_options as upstream_compression
 from chatrelay.relay import NOWHERE, UPSTREAM
@@ -19,6 +19,7 @@ from chatrelay.writes import write_through
 
 closecodes.allow_receiving_1014()
 autobahn_costs.defer_debug_formatting()
+masking.use_strong_keys_in_autobahn()
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 _CLOSING = WebSocketProtocol.STATE_CLOSING

@@ -86,7 +86,7 @@ def test_upstream_frames_reach_the_browser_unmasked(harness, taken):
 
 def test_frames_to_the_upstream_are_masked_with_the_relays_own_key(harness, taken, monkeypatch):
     """A browser's frame reaches the upstream as the same frame, masked anew by the relay."""
-    monkeypatch.setattr(fastframes, "_getrandbits", lambda bits: 0x0A0B0C0D)
+    monkeypatch.setattr(fastframes, "_new_key", lambda: b"\x0a\x0b\x0c\x0d")
     browser, upstream = joined(harness)
     payload = "заказ оплачен".encode()  # text, not ASCII: checked as UTF-8
     chunk = frame(payload, mask=b"\x01\x02\x03\x04")
@@ -316,7 +316,7 @@ def test_a_frame_cut_after_a_fast_one_arrives_whole_and_in_order(harness, taken,
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 1000, 65535])
 def test_payloads_up_to_65535_bytes_go_fast_and_exact(harness, taken, monkeypatch, side, opcode, length):
     """Each length up to 65,535 arrives exact: re-masked toward the upstream, byte for byte to the browser."""
-    monkeypatch.setattr(fastframes, "_getrandbits", lambda bits: 0x0A0B0C0D)
+    monkeypatch.setattr(fastframes, "_new_key", lambda: b"\x0a\x0b\x0c\x0d")
     sender, receiver = sender_and_receiver(harness, side)
     payload = text_of(length) if opcode == 0x1 else binary_of(length)
     chunk = sent_by(side, payload, opcode)
