@@ -2,11 +2,13 @@
 """A/B: the same load phases against two or more chatrelay source trees, interleaved.
 
     python bench/ab.py --src /path/to/tree-a --src /path/to/tree-b [--src node] [--rounds 5]
-        [--phases msgs1,msgs100,cycles,bulk,idle] [--seconds 4]
+        [--phases msgs1,msgs100,cycles,bulk,idle,keepalive] [--seconds 4] [--ping-interval 1]
 
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
 metric per tree and its ratio to the first. `node` stands for the Node relay baseline.
+`keepalive` holds 1,000 idle relayed connections and measures the relay's CPU per keepalive
+ping (each leg's ping and its pong); give it a short `--ping-interval`, which every relay gets.
 """
 
 import argparse
@@ -25,10 +27,11 @@ PHASES = {
     "cycles": ("cpu_us_per_conn_cycle", "us"),
     "bulk": ("cpu_us_per_mib", "us"),
     "idle": ("rss_kib_per_idle_conn", "KiB"),
+    "keepalive": ("cpu_us_per_keepalive", "us"),
 }
 
 
-def measure(phase, url, pids, seconds, rate100):
+def measure(phase, url, pids, seconds, rate100, ping_interval):
     if phase == "msgs1":
         r = bench.load("msgs", url, pids, 120, conns=1, size=200, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
@@ -41,6 +44,10 @@ def measure(phase, url, pids, seconds, rate100):
     if phase == "bulk":
         r = bench.load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
+    if phase == "keepalive":
+        r = bench.load("hold", url, pids, 120 + int(seconds), conns=1000, hold=seconds, concurrency=50)
+        pings = 2 * r["opened"] * r["hold"]["wall"] / ping_interval  # one per leg per interval
+        return 1e6 * r["hold"]["cpu"]["relay"] / pings
     r = bench.load("idle", url, pids, 180, conns=2000, settle=3, idle=1)
     return (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
 
@@ -53,8 +60,10 @@ def main():
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rate100", type=int, default=4000)
     parser.add_argument("--chatrelay-option", action="append", default=[])
+    parser.add_argument("--ping-interval", type=float, default=30.0, help="seconds, for every relay")
     args = parser.parse_args()
     phases = args.phases.split(",")
+    args.chatrelay_option.append(f"--ping-interval={args.ping_interval}")
     bench.npm_install()
     workdir = tempfile.mkdtemp(prefix="chatrelay-ab-")
     relays = []
@@ -64,7 +73,7 @@ def main():
             echo = bench.start_echo(workdir, echo_port)
             echo.name = f"echo-{index}"
             if src == "node":
-                procs = bench.start_node_relay(args, workdir, port)
+                procs = bench.start_node_relay(args, workdir, port, ["--ping-interval", str(args.ping_interval)])
             else:
                 args.chatrelay_src = src
                 procs = bench.start_chatrelay(args, workdir, port)
@@ -78,7 +87,7 @@ def main():
                 order = relays if round_index % 2 == 0 else relays[::-1]
                 for src, echo, procs, url in order:
                     pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
-                    value = measure(phase, url, pids, args.seconds, args.rate100)
+                    value = measure(phase, url, pids, args.seconds, args.rate100, args.ping_interval)
                     results[src][phase].append(value)
             print(f"round {round_index + 1}/{args.rounds}: " + "; ".join(
                 f"{phase} " + " / ".join(f"{results[src][phase][-1]:.1f}" for src in args.src)

@@ -246,11 +246,11 @@ def start_chatrelay_multi(args, workdir, port, processes, shared):
     return procs
 
 
-def start_node_relay(args, workdir, port):
+def start_node_relay(args, workdir, port, extra=()):
     proc = Proc(
         "node-relay",
         ["node", str(BENCH / "node-relay" / "relay.js"), "--port", str(port),
-         "--allow-prefix", "ws://127.0.0.1:", "--max-message-size", str(MAX_MESSAGE)],
+         "--allow-prefix", "ws://127.0.0.1:", "--max-message-size", str(MAX_MESSAGE), *extra],
         workdir, env=dict(os.environ, BINANCE_PROXY_TOKEN=TOKEN),
     )
     proc.wait_for("listening")

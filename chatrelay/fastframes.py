@@ -1,14 +1,15 @@
-"""The relay's fast path for the usual chat message: one small complete data frame.
+"""The relay's fast path for the usual frames: small complete messages, pings and pongs.
 
 While a joined pair relays without compression (from Relay.join, through the legs'
 start_fast_frames, until the pair starts closing), a leg's received bytes are first scanned
-here: every complete data frame at the start of the chunk that is a whole message (FIN, no RSV
-bits, text or binary), masked as the side requires, at most 65,535 bytes and within the size
-limits, with valid UTF-8 if text, goes to the other leg directly, and all of them in one write:
-from a browser unmasked, checked and masked anew with the relay's own key; from an upstream
-checked and passed on byte for byte. The first frame that is anything else (a control frame, a
-fragment, a large or incomplete frame, a protocol error) and all that follows it go to
-Autobahn's parser as usual, which also finds and reports every error.
+here: every complete frame at the start of the chunk that is a whole data message (FIN, no RSV
+bits, text or binary, at most 65,535 bytes and within the size limits, with valid UTF-8 if
+text), a ping or a pong, masked as the side requires, goes to the other leg directly, and all
+of them in one write: from a browser unmasked, checked and masked anew with the relay's own
+key; from an upstream checked and passed on byte for byte. The one exception is the pong that
+answers the relay's own keepalive ping on that leg: it stops here. The first frame that is
+anything else (a close, a fragment, a large or incomplete frame, a protocol error) and all that
+follows it go to Autobahn's parser as usual, which also finds and reports every error.
 """
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -19,6 +20,8 @@ from chatrelay.writes import write_through
 _OPEN = WebSocketProtocol.STATE_OPEN
 _GROUND = WebSocketProtocol.SEND_STATE_GROUND
 _DATA = (0x81, 0x82)  # FIN + text, FIN + binary
+_PING = 0x89  # FIN + ping
+_PONG = 0x8A  # FIN + pong
 _from_bytes = int.from_bytes
 _new_key = KEYS.key
 
@@ -38,6 +41,16 @@ def route(leg, sink):
     return masked, limit, leg.utf8validateIncoming
 
 
+def ping_frame(payload, masked):
+    """A complete ping frame (payload at most 125 bytes), masked with a fresh key if `masked`."""
+    length = len(payload)
+    if not masked:
+        return bytes((_PING, length)) + payload
+    key = _new_key()
+    masked_payload = (_from_bytes(payload, "little") ^ _repeated(key, length)).to_bytes(length, "little")
+    return bytes((_PING, 0x80 | length)) + key + masked_payload
+
+
 def forward(leg, data):
     """Relay the simple frames at the start of `data` from `leg` to the other leg; return the
     number of bytes consumed (0: hand everything to Autobahn)."""
@@ -55,23 +68,28 @@ def forward(leg, data):
     n = len(data)
     i = 0
     out = []
+    kept = 0  # from an upstream: where the frames not yet in `out` begin, to go on byte for byte
+    saw_data = False
     while n - i >= 2:
         b0 = data[i]
         b1 = data[i + 1]
-        if b0 not in _DATA or bool(b1 & 0x80) != masked:
+        if bool(b1 & 0x80) != masked:
             break
         length = b1 & 0x7F
         p = i + 2
-        if length == 126:
-            if n - p < 2:
+        if b0 in _DATA:
+            if length == 126:
+                if n - p < 2:
+                    break
+                length = (data[p] << 8) | data[p + 1]
+                p += 2
+                if length < 126:  # not the shortest encoding: Autobahn decides
+                    break
+            elif length == 127:
                 break
-            length = (data[p] << 8) | data[p + 1]
-            p += 2
-            if length < 126:  # not the shortest encoding: Autobahn decides
+            if length > limit:
                 break
-        elif length == 127:
-            break
-        if length > limit:
+        elif b0 != _PING and b0 != _PONG or length > 125:
             break
         if masked:
             if n - p < 4:
@@ -90,8 +108,18 @@ def forward(leg, data):
                     payload.decode("utf-8")
                 except UnicodeDecodeError:
                     break
-        direction.messages += 1
-        direction.bytes += length
+        if b0 in _DATA:
+            saw_data = True
+            direction.messages += 1
+            direction.bytes += length
+        elif b0 == _PONG and leg.own_ping is not None:
+            if (plain.to_bytes(length, "little") if masked else data[p:end]) == leg.own_ping:
+                leg.own_pong_received()  # the answer to the relay's keepalive: it stops here
+                if not masked:
+                    out.append(data[kept:i])
+                    kept = end
+                i = end
+                continue
         if masked:
             # Toward the upstream: the same frame, masked with a fresh key of the relay's own.
             key = _new_key()
@@ -101,8 +129,15 @@ def forward(leg, data):
         i = end
     if i:
         if direction.open:
-            # Toward a browser, an upstream frame goes on byte for byte (unmasked both ways).
-            write_through(sink.transport, b"".join(out) if masked else data[:i] if i < n else data)
-        if leg.autoPingTimeoutCall is not None and leg.autoPingRestartOnAnyTraffic:
+            if masked:
+                chunk = b"".join(out)
+            elif kept:
+                out.append(data[kept:i])
+                chunk = b"".join(out)
+            else:  # toward a browser, upstream frames go on byte for byte (unmasked both ways)
+                chunk = data[:i] if i < n else data
+            if chunk:
+                write_through(sink.transport, chunk)
+        if saw_data and leg.autoPingTimeoutCall is not None and leg.autoPingRestartOnAnyTraffic:
             leg._cancelAutoPingTimeoutCall()
     return i

@@ -5,6 +5,9 @@ The legs translate Autobahn callbacks into calls on the plain objects in relay.p
 and report.py, and implement the small leg interface relay.py documents.
 """
 
+import struct
+import time
+
 import txaio
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -41,7 +44,7 @@ class LegMixin:
     outbound = NOWHERE
     reading_paused = False
     _deferred_close = None
-    _own_ping = None
+    own_ping = None  # the payload of the relay's keepalive ping on this leg, until answered
 
     def leg_open(self):
         """Whether data may be sent on this leg (not `is_open`: Autobahn owns that name)."""
@@ -113,8 +116,8 @@ class LegMixin:
 
     def onPong(self, payload):
         """IWebSocketChannel API."""
-        if payload == self._own_ping:
-            self._own_ping = None
+        if payload == self.own_ping:
+            self.own_ping = None
         else:
             self.outbound.pong(payload)
 
@@ -131,8 +134,37 @@ class LegMixin:
         return super().processControlFrame()
 
     def _sendAutoPing(self):
-        WebSocketProtocol._sendAutoPing(self)
-        self._own_ping = self.autoPingPending
+        """Autobahn API: send the keepalive ping and start its timeout, as Autobahn does (the
+        same payload: the time sent and a sequence number), but framed in one step (Autobahn
+        builds a masker object for every frame)."""
+        self.autoPingPendingCall = None
+        if self.state != _OPEN:
+            return  # closing: the close handshake's own timeout applies
+        self.autoPingPendingSent = time.time_ns()
+        self.autoPingPendingSeq += 1
+        ping = struct.pack(">QL", self.autoPingPendingSent, self.autoPingPendingSeq)
+        self.autoPingPending = self.own_ping = ping
+        self.sendData(fastframes.ping_frame(ping, masked=not self.factory.isServer))
+        if self.autoPingTimeout:
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
+            )
+
+    def own_pong_received(self):
+        """The peer answered the relay's keepalive ping (the fast path found the pong; for one
+        it parses, Autobahn's processControlFrame does the same): the next ping in an interval."""
+        self.own_ping = None
+        if self.autoPingPending is None:
+            return  # traffic already stood in for this pong, and the next ping is scheduled
+        self.autoPingPending = None
+        self.autoPingPendingSent = None
+        if self.autoPingTimeoutCall is not None:
+            self.autoPingTimeoutCall.cancel()
+            self.autoPingTimeoutCall = None
+        if self.autoPingInterval:
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(
+                self.autoPingInterval, self._sendAutoPing
+            )
 
     def onAutoPingTimeout(self):
         """A keepalive went unanswered: a dead peer, unless the relay stopped reading it."""

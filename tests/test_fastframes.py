@@ -109,16 +109,72 @@ def test_frames_to_the_browser_go_on_byte_for_byte(harness, taken):
     assert taken == [len(chunk)]
 
 
-def test_a_control_frame_hands_the_rest_to_autobahn(harness, taken):
-    """A ping between two messages: the first message goes fast, the ping and the rest after it
-    go through Autobahn, and all three arrive."""
+def test_pings_and_pongs_between_messages_go_fast_in_order(harness, taken):
+    """A ping and a pong between two messages pass through with them, in order, in one write;
+    the ping's answer comes back from the other side (the relay answers no ping itself)."""
     browser, upstream = joined(harness)
-    first = from_browser(b"one")
-    browser.sendData(first + from_browser(b"are you there", 0x9) + from_browser(b"two"))
+    chunk = (from_browser(b"one") + from_browser(b"are you there", 0x9) + from_browser(b"late", 0xA)
+             + from_browser(b"two"))
+    before = len(upstream.raw)
+    browser.sendData(chunk)
     harness.flush()
     assert upstream.messages == [(b"one", False), (b"two", False)]
     assert upstream.pings == [b"are you there"]
+    assert upstream.pongs == [b"late"]
     assert browser.pongs == [b"are you there"]
+    assert taken[0] == len(chunk)
+    # All four frames in one write, each masked anew (a client's frames must be).
+    arrived = bytes(upstream.raw[before:])
+    assert [arrived[0], arrived[9], arrived[9 + 6 + 13], arrived[9 + 6 + 13 + 6 + 4]] == [0x81, 0x89, 0x8A, 0x81]
+    assert len(arrived) == len(chunk)
+
+
+@pytest.mark.parametrize("opcode", [0x9, 0xA], ids=["ping", "pong"])
+def test_upstream_pings_and_pongs_reach_the_browser_byte_for_byte(harness, taken, opcode):
+    """An upstream's ping or pong goes on exactly as it came, with the messages around it."""
+    browser, upstream = joined(harness)
+    chunk = frame(b"one") + frame(b"\x00payload\xff", opcode) + frame(b"two")
+    before = len(browser.raw)
+    upstream.sendData(chunk)
+    harness.flush()
+    assert browser.raw[before:before + len(chunk)] == chunk
+    assert (browser.pings if opcode == 0x9 else browser.pongs) == [b"\x00payload\xff"]
+    assert taken[0] == len(chunk)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        frame(b"x" * 126, 0x9, mask=b"abcd"),  # a control frame's payload is at most 125 bytes
+        frame(b"ping", 0x9, fin=False, mask=b"abcd"),  # a control frame is never fragmented
+        frame(b"ping", 0x9, rsv=0x40, mask=b"abcd"),
+        frame(b"pong", 0xA),  # a browser must mask
+    ],
+    ids=["long-ping", "fragmented-ping", "rsv-ping", "unmasked-pong"],
+)
+def test_bad_control_frames_from_the_browser_fail_with_1002(harness, taken, bad):
+    """Control frames the fast path does not pass are Autobahn's to refuse: 1002."""
+    browser, upstream = joined(harness)
+    first = from_browser(b"before")
+    browser.sendData(first + bad)
+    harness.flush()
+    assert upstream.messages == [(b"before", False)]
+    assert upstream.pings == [] and upstream.pongs == []
+    assert taken[0] == len(first)
+    assert browser.closed[1] == 1002
+
+
+def test_a_close_hands_the_rest_to_autobahn(harness, taken):
+    """A close frame after a message: the message goes fast, the close through Autobahn, and
+    what follows the close is dropped (RFC 6455, 5.5.1)."""
+    browser, upstream = joined(harness)
+    first = from_browser(b"one")
+    close = from_browser(struct.pack("!H", 1000) + b"bye", 0x8)
+    browser.sendData(first + close + from_browser(b"after"))
+    harness.flush()
+    assert upstream.messages == [(b"one", False)]
+    assert upstream.closed == (True, 1000, "bye")
+    assert browser.closed == (True, 1000, "bye")
     assert taken[0] == len(first)
 
 
@@ -461,3 +517,105 @@ def test_forward_takes_nothing_while_the_destination_cannot_take_a_frame(harness
     assert receiver.messages == {
         "queued": [(b"queued", False)], "mid-message": [(b"fragment", False)], "closing": [],
     }[busy]
+
+
+# The relay's own keepalive pings: answered on the fast path, never passed through.
+
+def quiet_peers(make_harness):
+    """A joined pair with keepalives every 10 s (5 s to answer), whose peers record pings but
+    do not answer them: each test sends the answers itself."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser, upstream = joined(harness)
+    browser.onPing = browser.pings.append
+    upstream.onPing = upstream.pings.append
+    return harness, browser, upstream
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_the_answer_to_a_keepalive_stops_between_messages(make_harness, taken, side):
+    """The pong answering the relay's ping, read between two messages, is taken by the fast
+    path and not passed on; the messages around it are, exactly; the leg stays up."""
+    harness, browser, upstream = quiet_peers(make_harness)
+    sender, receiver = (browser, upstream) if side == "browser" else (upstream, browser)
+    harness.advance(10.5)
+    [own_ping] = sender.pings
+    receiver.sendPong(receiver.pings[0])  # the other leg's keepalive, answered as usual
+    harness.flush()
+    del taken[:]
+    chunk = sent_by(side, b"one") + sent_by(side, own_ping, 0xA) + sent_by(side, b"two")
+    before = len(receiver.raw)
+    sender.sendData(chunk)
+    harness.flush()
+    assert receiver.messages == [(b"one", False), (b"two", False)]
+    assert receiver.pongs == []
+    if side == "upstream":  # byte for byte, less the pong
+        assert receiver.raw[before:] == frame(b"one") + frame(b"two")
+    assert taken == [len(chunk)]
+    harness.advance(6.0)  # past the ping's timeout: answered, so nothing happens
+    assert browser.closed is None and upstream.closed is None
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_keepalive_answered_on_the_fast_path_is_repeated_an_interval_later(make_harness, taken, side):
+    """After the answer the next ping comes one interval later; left unanswered, it ends the
+    pair with 1001 toward the other side (the dead peer's own leg is dropped)."""
+    harness, browser, upstream = quiet_peers(make_harness)
+    sender, receiver = (browser, upstream) if side == "browser" else (upstream, browser)
+    harness.advance(10.5)
+    receiver.sendPong(receiver.pings[0])
+    sender.sendData(sent_by(side, sender.pings[0], 0xA))
+    harness.flush()
+    assert taken[-1] > 0
+    harness.advance(9.0)
+    assert len(sender.pings) == 1
+    harness.advance(1.5)
+    assert len(sender.pings) == 2 and sender.pings[1] != sender.pings[0]
+    receiver.sendPong(receiver.pings[1])
+    harness.flush()
+    harness.advance(6.0)
+    assert receiver.closed[1] == (1001 if side == "browser" else 1014)
+
+
+def test_keepalive_pings_are_masked_toward_the_upstream_only(make_harness, monkeypatch):
+    """The relay's ping to the upstream is masked with a fresh key (a client's frames must be);
+    to the browser it is not (a server's must not be). Both carry Autobahn's payload: the time
+    sent (8 bytes) and a sequence number (4)."""
+    monkeypatch.setattr(fastframes, "_new_key", lambda: b"\x0a\x0b\x0c\x0d")
+    harness, browser, upstream = quiet_peers(make_harness)
+    browser_before, upstream_before = len(browser.raw), len(upstream.raw)
+    harness.advance(10.5)
+    [to_upstream], [to_browser] = upstream.pings, browser.pings
+    assert upstream.raw[upstream_before:] == frame(to_upstream, 0x9, mask=b"\x0a\x0b\x0c\x0d")
+    assert browser.raw[browser_before:] == frame(to_browser, 0x9)
+    for payload in (to_upstream, to_browser):
+        assert len(payload) == 12 and struct.unpack(">L", payload[8:])[0] == 1
+
+
+def test_a_pong_that_is_not_the_answer_passes_through(make_harness, taken):
+    """While the relay waits for its own pong, any other pong goes on to the other side, and
+    the relay keeps waiting for its own."""
+    harness, browser, upstream = quiet_peers(make_harness)
+    harness.advance(10.5)
+    upstream.sendPong(upstream.pings[0])
+    browser.sendData(from_browser(b"unsolicited", 0xA))
+    harness.flush()
+    assert upstream.pongs == [b"unsolicited"]
+    harness.advance(6.0)
+    assert upstream.closed[1] == 1001  # the browser never answered the relay's own ping
+
+
+def test_traffic_stands_in_for_the_answer_and_a_late_answer_stops_here(make_harness, taken):
+    """A message received while a keepalive is pending counts as its answer (Autobahn's
+    autoPingRestartOnAnyTraffic); the pong that comes later still stops at the relay."""
+    harness, browser, upstream = quiet_peers(make_harness)
+    harness.advance(10.5)
+    [own_ping] = browser.pings
+    upstream.sendPong(upstream.pings[0])
+    browser.sendData(from_browser(b"still here"))
+    harness.flush()
+    harness.advance(6.0)  # past the timeout
+    assert browser.closed is None
+    browser.sendData(from_browser(own_ping, 0xA))
+    harness.flush()
+    assert upstream.pongs == []
+    assert upstream.messages == [(b"still here", False)]
