@@ -166,6 +166,13 @@ class LegMixin:
                 self.autoPingInterval, self._sendAutoPing
             )
 
+    def _stop_keepalive(self):
+        """No more keepalive pings on this leg, and none awaited."""
+        for call in (self.autoPingPendingCall, self.autoPingTimeoutCall):
+            if call is not None:
+                call.cancel()
+        self.autoPingPendingCall = self.autoPingTimeoutCall = self.autoPingPending = None
+
     def onAutoPingTimeout(self):
         """A keepalive went unanswered: a dead peer, unless the relay stopped reading it."""
         if self.reading_paused:
@@ -189,8 +196,10 @@ class LegMixin:
         ):
             self._deferred_close = (code, reasonRaw)
             # Nothing may follow a close (RFC 6455, 5.5.1): the rest of this read is dropped
-            # unparsed, as is what dataReceived gets from now on.
+            # unparsed, as is what dataReceived gets from now on, so no pong can answer a
+            # keepalive: the keepalive ends here (the close has its own timeout).
             self.data = b""
+            self._stop_keepalive()
             self.remoteCloseCode = code
             self.remoteCloseReason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
             return None

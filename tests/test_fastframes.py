@@ -109,12 +109,14 @@ def test_frames_to_the_browser_go_on_byte_for_byte(harness, taken):
     assert taken == [len(chunk)]
 
 
-def test_pings_and_pongs_between_messages_go_fast_in_order(harness, taken):
-    """A ping and a pong between two messages pass through with them, in order, in one write;
-    the ping's answer comes back from the other side (the relay answers no ping itself)."""
+def test_pings_and_pongs_between_messages_go_fast_in_order(harness, taken, monkeypatch):
+    """A ping and a pong between two messages pass through with them, in order, in one write,
+    each masked anew with the relay's key; the ping's answer comes back from the other side
+    (the relay answers no ping itself)."""
+    monkeypatch.setattr(fastframes, "_new_key", lambda: b"\x0a\x0b\x0c\x0d")
     browser, upstream = joined(harness)
-    chunk = (from_browser(b"one") + from_browser(b"are you there", 0x9) + from_browser(b"late", 0xA)
-             + from_browser(b"two"))
+    frames = [(b"one", 0x1), (b"are you there", 0x9), (b"late", 0xA), (b"two", 0x1)]
+    chunk = b"".join(frame(payload, opcode, mask=b"\x01\x02\x03\x04") for payload, opcode in frames)
     before = len(upstream.raw)
     browser.sendData(chunk)
     harness.flush()
@@ -123,10 +125,9 @@ def test_pings_and_pongs_between_messages_go_fast_in_order(harness, taken):
     assert upstream.pongs == [b"late"]
     assert browser.pongs == [b"are you there"]
     assert taken[0] == len(chunk)
-    # All four frames in one write, each masked anew (a client's frames must be).
-    arrived = bytes(upstream.raw[before:])
-    assert [arrived[0], arrived[9], arrived[9 + 6 + 13], arrived[9 + 6 + 13 + 6 + 4]] == [0x81, 0x89, 0x8A, 0x81]
-    assert len(arrived) == len(chunk)
+    assert upstream.raw[before:] == b"".join(
+        frame(payload, opcode, mask=b"\x0a\x0b\x0c\x0d") for payload, opcode in frames
+    )
 
 
 @pytest.mark.parametrize("opcode", [0x9, 0xA], ids=["ping", "pong"])
@@ -153,15 +154,38 @@ def test_upstream_pings_and_pongs_reach_the_browser_byte_for_byte(harness, taken
     ids=["long-ping", "fragmented-ping", "rsv-ping", "unmasked-pong"],
 )
 def test_bad_control_frames_from_the_browser_fail_with_1002(harness, taken, bad):
-    """Control frames the fast path does not pass are Autobahn's to refuse: 1002."""
+    """Control frames the fast path does not pass are Autobahn's to refuse: 1002, and nothing
+    after them is relayed."""
     browser, upstream = joined(harness)
     first = from_browser(b"before")
-    browser.sendData(first + bad)
+    browser.sendData(first + bad + from_browser(b"after the bad frame"))
     harness.flush()
     assert upstream.messages == [(b"before", False)]
     assert upstream.pings == [] and upstream.pongs == []
     assert taken[0] == len(first)
     assert browser.closed[1] == 1002
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        frame(b"ping", 0x9, mask=b"abcd"),  # a server must not mask
+        frame(b"x" * 126, 0xA),
+        frame(b"pong", 0xA, fin=False),
+    ],
+    ids=["masked-ping", "long-pong", "fragmented-pong"],
+)
+def test_bad_control_frames_from_the_upstream_never_reach_the_browser(harness, taken, bad):
+    """From the upstream too, a bad control frame is not passed on byte for byte: Autobahn
+    fails the upstream leg with 1002, and the browser hears 1014."""
+    browser, upstream = joined(harness)
+    first = frame(b"before")
+    upstream.sendData(first + bad + frame(b"after the bad frame"))
+    harness.flush()
+    assert browser.pings == [] and browser.pongs == []
+    assert browser.messages == [(b"before", False)]
+    assert taken[0] == len(first)
+    assert upstream.closed[1] == 1002 and browser.closed[1] == 1014
 
 
 def test_a_close_hands_the_rest_to_autobahn(harness, taken):
@@ -534,7 +558,7 @@ def quiet_peers(make_harness):
 @pytest.mark.parametrize("side", SIDES)
 def test_the_answer_to_a_keepalive_stops_between_messages(make_harness, taken, side):
     """The pong answering the relay's ping, read between two messages, is taken by the fast
-    path and not passed on; the messages around it are, exactly; the leg stays up."""
+    path and not passed on; the messages around it are, exactly."""
     harness, browser, upstream = quiet_peers(make_harness)
     sender, receiver = (browser, upstream) if side == "browser" else (upstream, browser)
     harness.advance(10.5)
@@ -619,3 +643,24 @@ def test_traffic_stands_in_for_the_answer_and_a_late_answer_stops_here(make_harn
     harness.flush()
     assert upstream.pongs == []
     assert upstream.messages == [(b"still here", False)]
+
+
+def test_a_late_answer_after_traffic_stood_in_does_not_add_a_ping(make_harness, taken):
+    """The relay's pong arriving after a message already stood in for it changes nothing: the
+    next ping comes an interval after the message, and only one."""
+    harness, browser, upstream = quiet_peers(make_harness)
+    harness.advance(10.5)  # the pings went out at 10
+    [own_ping] = browser.pings
+    upstream.sendPong(upstream.pings[0])
+    # Stands in for the pong; the next ping at 20 (Autobahn's timers round down to the second).
+    browser.sendData(from_browser(b"still here"))
+    harness.flush()
+    harness.advance(0.5)  # 11
+    browser.sendData(from_browser(own_ping, 0xA))
+    harness.flush()
+    harness.advance(8.8)  # 19.8
+    assert len(browser.pings) == 1
+    harness.advance(0.4)  # 20.2
+    assert len(browser.pings) == 2
+    harness.advance(1.3)  # 21.5: no other ping for the late pong (that would come at 21)
+    assert len(browser.pings) == 2

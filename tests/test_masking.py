@@ -47,7 +47,8 @@ def test_discarded_keys_are_never_used(monkeypatch):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_reuse_its_parents_keys():
     """A child forked after keys were read makes its own: the two never send the same key."""
-    masking.KEYS.key()
+    masking.KEYS.discard()
+    masking.KEYS.key()  # the first of a fresh pool: the parent has 1,023 left
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next key, then leave without running pytest's exit
@@ -95,3 +96,24 @@ def test_autobahn_asks_for_nothing_but_32_bit_keys():
     assert 0 <= random.getrandbits(32) < 2**32
     with pytest.raises(ValueError):
         random.getrandbits(64)
+
+
+def test_the_fast_path_masks_with_these_keys(monkeypatch):
+    """A whole message relayed on the fast path is masked with the next key from the pool."""
+    real = os.urandom
+    monkeypatch.setattr(masking.os, "urandom", lambda n: b"\x0a\x0b\x0c\x0d" * (n // 4))
+    masking.KEYS.discard()
+    harness = Harness()
+    try:
+        browser = harness.browser()
+        upstream = harness.upstream()
+        before = len(upstream.raw)
+        browser.sendMessage(b"hello")
+        harness.flush()
+        sent = bytes(upstream.raw[before:])
+        assert sent[:2] == b"\x81\x85" and sent[2:6] == b"\x0a\x0b\x0c\x0d"
+        assert upstream.messages == [(b"hello", False)]
+    finally:
+        harness.restore()
+        monkeypatch.setattr(masking.os, "urandom", real)
+        masking.KEYS.discard()

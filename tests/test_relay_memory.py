@@ -285,6 +285,40 @@ def test_paused_leg_is_not_declared_dead(make_harness):
     assert browser.closed is None and upstream.closed is None
 
 
+@pytest.mark.parametrize("ping_interval, ping_timeout", [(1.0, 3.0), (10.0, 4.0)])
+def test_no_keepalive_while_a_close_waits_for_its_answer(make_harness, ping_interval, ping_timeout):
+    """Once a browser has sent its close, the relay pings it no more and waits for no pong
+    (none would be read): its close is answered with its own code when close_timeout passes
+    without the upstream's answer, not cut short by the timeout of a ping sent before it."""
+    harness = make_harness(ping_interval=ping_interval, ping_timeout=ping_timeout, close_timeout=5.0)
+    browser, upstream = joined(harness)
+    browser.onPing = browser.pings.append  # the relay's ping goes unanswered
+    upstream.onCloseFrame = lambda code, reason: None  # a slow upstream: never answers
+    harness.advance(ping_interval + 0.5)
+    assert len(browser.pings) == 1
+    browser.sendClose(4000, "bye")
+    harness.flush()
+    harness.advance(ping_timeout)  # past the ping's timeout, and when the next ping was due
+    assert browser.closed is None
+    assert len(browser.pings) == 1
+    harness.advance(5.0 - ping_timeout + 0.1)  # past close_timeout
+    assert browser.closed == (True, 4000, "bye")
+
+
+def test_no_keepalive_after_the_relay_sent_its_close(make_harness):
+    """Once the relay has closed a leg, it pings it no more, and starts no ping timeout."""
+    harness = make_harness(ping_interval=1.0, ping_timeout=5.0, close_timeout=30.0)
+    browser, upstream = joined(harness)
+    browser.onCloseFrame = lambda code, reason: None  # never answers the relay's close
+    leg = next(iter(harness.factory.live))
+    leg.relay.close_both("test", 1001, b"bye")
+    harness.flush()
+    before = len(browser.raw)
+    harness.advance(1.5)
+    assert browser.raw[before:] == b""
+    assert leg.autoPingTimeoutCall is None
+
+
 # Closing, end to end.
 
 @pytest.mark.parametrize(
