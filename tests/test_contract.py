@@ -268,6 +268,32 @@ def test_browser_ping_reaches_binance_and_its_pong_returns(reactor, relay, fake)
     browser.sendClose(1000)
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
+    """With keepalives every second (and a second to answer), the browser and Binance each get
+    the relay's pings and answer them; the pair outlives several, neither side sees the other's
+    answers, and messages still flow."""
+    process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
+                                "--ping-interval", "1", "--ping-timeout", "1")
+    try:
+        factory, browser, binance = yield open_pair(reactor, process, fake)
+        for _ in range(3):
+            yield browser.next_ping().addTimeout(WAIT, reactor)
+            yield binance.next_ping().addTimeout(WAIT, reactor)
+        browser.sendMessage(b'{"type": "ping"}')
+        assert (yield binance.next_message()) == (b'{"type": "ping"}', False)
+        assert not factory.closed.called
+        assert binance.pongs_received == []
+        pong = browser.next_pong()
+        assert not pong.called  # no pong reached the browser
+        pong.cancel()
+        pong.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        browser.sendClose(1000)
+        assert (yield factory.closed) == (True, 1000, None)
+    finally:
+        process.kill()
+
+
 # Closing, both ways.
 
 @pytest.mark.parametrize(
