@@ -77,7 +77,8 @@ def forward(leg, data):
             break
         length = b1 & 0x7F
         p = i + 2
-        if b0 in _DATA:
+        is_data = b0 in _DATA
+        if is_data:
             if length == 126:
                 if n - p < 2:
                     break
@@ -101,25 +102,26 @@ def forward(leg, data):
             break
         if masked:
             plain = _from_bytes(data[p:end], "little") ^ _repeated(mask, length)
-        if b0 == 0x81 and validate:
-            payload = plain.to_bytes(length, "little") if masked else data[p:end]
-            if not payload.isascii():
-                try:
-                    payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    break
-        if b0 in _DATA:
+        if is_data:
+            if b0 == 0x81 and validate:
+                text = plain.to_bytes(length, "little") if masked else data[p:end]
+                if not text.isascii():
+                    try:
+                        text.decode("utf-8")
+                    except UnicodeDecodeError:
+                        break
             saw_data = True
             direction.messages += 1
             direction.bytes += length
-        elif b0 == _PONG and leg.own_ping is not None:
-            if (plain.to_bytes(length, "little") if masked else data[p:end]) == leg.own_ping:
-                leg.own_pong_received()  # the answer to the relay's keepalive: it stops here
-                if not masked:
-                    out.append(data[kept:i])
-                    kept = end
-                i = end
-                continue
+        elif b0 == _PONG and leg.own_ping is not None and leg.own_ping == (
+            plain.to_bytes(length, "little") if masked else data[p:end]
+        ):
+            leg.own_pong_received()  # the answer to the relay's keepalive: it stops here
+            if not masked:
+                out.append(data[kept:i])
+                kept = end
+            i = end
+            continue
         if masked:
             # Toward the upstream: the same frame, masked with a fresh key of the relay's own.
             key = _new_key()

@@ -1,5 +1,6 @@
 """`twistd chatrelay`: command-line options and the service they describe."""
 
+import math
 import os
 
 import txaio
@@ -37,7 +38,7 @@ TOKEN_ENVIRONMENT_VARIABLE = "BINANCE_PROXY_TOKEN"
 def _number(kind, minimum=0, inclusive=False):
     def coerce(text):
         value = kind(text)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError(f"must be a finite number, not {text}")
         if value < minimum or (value == minimum and not inclusive):
             bound = "at least" if inclusive else "more than"
