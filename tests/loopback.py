@@ -107,10 +107,15 @@ class RelayProcess(protocol.ProcessProtocol):
                 pass
 
 
-def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay", twistd_logger=LOGGER):
-    """Start `twistd -n --reactor=chatrelay --logger=chatrelay.logs.observer chatrelay --listen
-    tcp:0... ARGS` (as deployed; None: twistd's default reactor or observer); fires with the
-    RelayProcess once listening."""
+def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay", twistd_logger=LOGGER,
+                listen_first=()):
+    """Start `twistd -n --reactor=chatrelay --logger=chatrelay.logs.observer chatrelay
+    LISTEN_FIRST --listen tcp:0... ARGS` (as deployed; None: twistd's default reactor or
+    observer); fires with the RelayProcess once the tcp:0 port listens.
+
+    twistd starts the listeners in order, each completely, so those in `listen_first` already
+    listen by then; those in ARGS may not yet (a Unix port logs "starting on" before binding).
+    """
     relay = RelayProcess()
     environment = {key: value for key, value in os.environ.items() if key != "BINANCE_PROXY_TOKEN"}
     if token is not None:
@@ -118,7 +123,7 @@ def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay
     environment.update(env or {})
     choice = [f"--reactor={twistd_reactor}"] if twistd_reactor else []
     choice += [f"--logger={twistd_logger}"] if twistd_logger else []
-    argv = [twistd_path(), "-n", "--pidfile=", *choice, "chatrelay", "--listen", "tcp:0:interface=127.0.0.1", *args]
+    argv = [twistd_path(), "-n", "--pidfile=", *choice, "chatrelay", *listen_first, "--listen", "tcp:0:interface=127.0.0.1", *args]
     reactor.spawnProcess(relay, argv[0], argv, env=environment, path=tempfile.gettempdir())
     return relay.started.addTimeout(WAIT, reactor)
 

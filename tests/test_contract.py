@@ -121,7 +121,7 @@ def test_a_unix_socket_listener_relays_and_logs_its_peer_as_unix(reactor, fake, 
 
     path = str(tmp_path / "relay.sock")
     process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
-                                "--listen", f"unix:{path}")
+                                listen_first=("--listen", f"unix:{path}"))
     try:
         factory = open_browser(reactor, relay_url(process.port, fake.chat_url()),
                                endpoint=UNIXClientEndpoint(reactor, path))
