@@ -362,6 +362,7 @@ class UpstreamFactory(WebSocketClientFactory):
 
     def __init__(self, target, protocols, relay):
         self.setSessionParameters(target.url, None, protocols or None, "chatrelay")
+        self.resource = target.resource  # what the allowlist checked, not Autobahn's own parse
         self.relay = relay
         self.attempt = None
 

@@ -1,8 +1,8 @@
 """Upstream targets: strict parsing of the browser's target URL and the allowlist it must match.
 
 A target is hostile input. It is parsed with a deliberately narrow grammar (ASCII only, ws or
-wss, no userinfo, no fragment, no percent-encoded dots or slashes in the path) so that what the
-allowlist checks is exactly what the relay later connects to.
+wss, no userinfo, no fragment, no percent-encoded dots or slashes and no `;` in the path) so
+that what the allowlist checks is exactly what the relay later connects to.
 """
 
 import ipaddress
@@ -33,11 +33,17 @@ class Target:
     host: str
     port: int
     path: str
+    query: str = ""
 
     @property
     def secure(self):
         """Whether the upstream leg uses TLS."""
         return self.scheme == "wss"
+
+    @property
+    def resource(self):
+        """The path and query, as the upstream request line carries them."""
+        return f"{self.path}?{self.query}" if self.query else self.path
 
     @property
     def origin(self):
@@ -99,9 +105,15 @@ def _parse_port(text, scheme, wildcard=False):
 
 
 def _check_path(path):
-    """Refuse paths whose meaning an upstream could change by normalising them."""
+    """Refuse paths whose meaning an upstream could change by normalising them.
+
+    A `;` starts path parameters: Autobahn's URL parser drops them from the last segment
+    (`/chat/..;x` would be requested as `/chat/..`), and some servers read `..;` as `..`.
+    """
     if _ENCODED_SEPARATORS.search(path) or "\\" in path:
         raise TargetError("encoded separator in path")
+    if ";" in path:
+        raise TargetError("parameters in path")
     if any(segment in (".", "..") for segment in path.split("/")):
         raise TargetError("dot segment in path")
 
@@ -137,6 +149,7 @@ def parse_target(text):
         host=normalise_host(host),
         port=_parse_port(port, parts.scheme),
         path=path,
+        query=parts.query,
     )
 
 

@@ -45,6 +45,7 @@ def joined(harness):
         (relay_query() + "&target=" + "ws%3A%2F%2Fupstream.test%2Fchat%2Fy", 4400),
         (relay_query(target="ws://other.test/chat/x"), 4403),
         (relay_query(target="ws://upstream.test/admin"), 4403),
+        (relay_query(target="ws://upstream.test/chat/..;x?token=T"), 4400),  # would request /chat/..
     ],
 )
 def test_refusals_close_with_their_code_and_never_contact_upstream(harness, query, code):
@@ -83,6 +84,16 @@ def test_upstream_receives_the_target_exactly(harness):
     """The upstream request line carries the target's path and query unchanged."""
     _, upstream = joined(harness)
     assert upstream.http_request_uri == "/chat/c2c_key?token=TOKEN123&clientType=web"
+
+
+def test_upstream_request_line_is_the_checked_path_and_query(harness):
+    """The request line is built from the parts the allowlist checked, not from another parse of
+    the URL (Autobahn's would drop a `;x` from the path; parse_target refuses `;` anyway)."""
+    from chatrelay.targets import Target
+
+    target = Target(url="ws://upstream.test/chat/..;x?q=1", scheme="ws", host="upstream.test", port=80,
+                    path="/chat/..;x", query="q=1")
+    assert harness.factory._upstream_factory(target, None, None).resource == "/chat/..;x?q=1"
 
 
 def test_upstream_refused_gives_1014(harness):

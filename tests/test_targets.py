@@ -60,6 +60,9 @@ def test_default_allowlist_refuses_lookalikes(target):
         "wss://im.binance.com/chat/%2e%2e/admin",
         "wss://im.binance.com/chat/..%2Fadmin",
         "wss://im.binance.com/chat\\..\\admin",
+        "wss://im.binance.com/chat/..;x",  # requested as /chat/.. by Autobahn
+        "wss://im.binance.com/chat/..;/admin",  # read as /chat/../admin by some servers
+        "wss://im.binance.com/chat/x;y",
         "wss://im.binance.com:0/chat/x",
         "wss://im.binance.com:99999/chat/x",
         "wss://im.binance.com:/chat/x",
@@ -88,6 +91,7 @@ def test_target_keeps_the_exact_url_and_logs_only_its_origin():
     assert target.url == BINANCE
     assert target.origin == "wss://im.binance.com:443"
     assert (target.host, target.port, target.path, target.secure) == ("im.binance.com", 443, "/chat/c2c_abc_v2", True)
+    assert target.resource == BINANCE.split("443", 1)[1]
 
 
 @pytest.mark.parametrize(
@@ -112,7 +116,7 @@ def test_patterns(pattern, target, expected):
 
 @pytest.mark.parametrize(
     "pattern",
-    ["http://x.test", "ws://x.test:*?q=1", "ws://u@x.test", "ws://x.test:abc", "ws://x.test/../", "x.test"],
+    ["http://x.test", "ws://x.test:*?q=1", "ws://u@x.test", "ws://x.test:abc", "ws://x.test/../", "ws://x.test/a;b", "x.test"],
 )
 def test_bad_patterns_are_refused(pattern):
     """A pattern is held to the same grammar as a target."""
