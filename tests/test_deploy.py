@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from zope.interface import implementer
 
 from twisted.internet import defer, protocol, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.task import deferLater
+from twisted.web.client import Agent, readBody
+from twisted.web.iweb import IPolicyForHTTPS
 
 from chatrelay.fakebinance import FakeBinance
 from tests.certs import CertificateAuthority
@@ -186,6 +189,33 @@ def test_browser_address_reaches_the_relay_log_and_no_log_holds_secrets(reactor,
     for name, text in logs.items():
         for secret in (TOKEN, token, fake.listen_key):
             assert secret not in text, f"{secret!r} in {name}"
+
+
+@implementer(IPolicyForHTTPS)
+class TrustOnly:
+    """HTTPS client policy: the test CA's certificate for localhost, nothing else."""
+
+    def __init__(self, ca):
+        self.options = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(ca.cert_pem))
+
+    def creatorForNetloc(self, hostname, port):
+        """IPolicyForHTTPS API."""
+        return self.options
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_are_not_served_through_nginx(reactor, stack):
+    """nginx refuses every path ending in /metrics (the relay serves it under any prefix); other
+    plain requests, such as /healthz, reach the relay."""
+    agent = Agent(reactor, contextFactory=TrustOnly(stack["ca"]), connectTimeout=WAIT,
+                  bindAddress=(BROWSER_ADDRESS, 0))
+    base = f"https://localhost:{stack['nginx_port']}/chat-relay"
+    statuses = {}
+    for path in ("/healthz", "/metrics", "/x/metrics", "/chat-relay/metrics"):
+        response = yield agent.request(b"GET", (base + path).encode()).addTimeout(WAIT, reactor)
+        yield readBody(response)
+        statuses[path] = response.code
+    assert statuses == {"/healthz": 200, "/metrics": 404, "/x/metrics": 404, "/chat-relay/metrics": 404}
 
 
 def test_systemd_unit_verifies():
