@@ -310,6 +310,20 @@ class UpstreamLeg(LegMixin, WebSocketClientProtocol):
         self.forget_handshake()
         self.factory.attempt.opened(self)
 
+    def sendCloseFrame(self, code=None, reasonUtf8=None, isReply=False):
+        """Autobahn API: once this leg has answered the upstream's close, the upstream gets
+        serverConnectionDropTimeout to drop TCP, as after a close the relay started.
+
+        Autobahn starts no timer after a client's answer ("we expect the server to drop the
+        TCP"): an upstream that never did would keep this leg, and its pair, for good.
+        """
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+        if (isReply and self.state == _CLOSING and self.serverConnectionDropTimeout
+                and self.serverConnectionDropTimeoutCall is None):
+            self.serverConnectionDropTimeoutCall = txaio.call_later(
+                self.serverConnectionDropTimeout, self.onServerConnectionDropTimeout
+            )
+
     def onClose(self, wasClean, code, reason):
         """IWebSocketChannel API."""
         if self.relay is None:  # not joined: failed, or its browser left meanwhile

@@ -22,8 +22,12 @@ class LegClose:
 
     @classmethod
     def of(cls, leg, was_clean):
-        """Read the close off an Autobahn protocol after onClose."""
-        if not was_clean:
+        """Read the close off an Autobahn protocol after onClose.
+
+        An upstream that completed the closing handshake but then did not drop TCP in time is
+        not clean to Autobahn, but its close code was exchanged: that code is reported.
+        """
+        if not was_clean and not leg.wasServerConnectionDropTimeout:
             return cls(1006, "lost")
         if leg.closedByMe:
             return cls(leg.localCloseCode or 1005, "relay")

@@ -436,6 +436,26 @@ def test_a_closed_connection_that_never_drains_is_aborted(make_harness):
     assert aborted == [True]
 
 
+@pytest.mark.parametrize("browser_answers", [True, False])
+def test_an_upstream_that_never_drops_tcp_after_its_close_is_cut_off(harness, log_events, browser_answers):
+    """Binance closes, the relay answers it (once the browser answered, or after close_timeout)
+    and Binance then keeps TCP open: the relay drops it after serverConnectionDropTimeout, and
+    the pair is over and reported."""
+    browser, upstream = joined(harness)
+    upstream.dropConnection = lambda abort=False: None  # never closes TCP
+    if not browser_answers:
+        browser.onCloseFrame = lambda code, reason: None
+    upstream.sendCloseFrame(4001, b"bye")
+    harness.flush()
+    harness.advance(0 if browser_answers else 5.5)
+    assert upstream.closed is None  # answered, but TCP still open
+    harness.advance(1.5)  # Autobahn's default serverConnectionDropTimeout: 1 s
+    assert upstream.closed is not None
+    reports = [e for e in log_events if e.get("log_namespace") == "chatrelay.connection"]
+    assert [(e["outcome"], e["upstream_close"]) for e in reports] == [("upstream_closed", "4001/peer")]
+    assert harness.factory.metrics.pair_count() == 0 and harness.clock.getDelayedCalls() == []
+
+
 def test_shutdown_closes_both_legs_with_1001(harness):
     """Stopping the relay says 1001 to both sides, and finishes when they have answered."""
     browser, upstream = joined(harness)
