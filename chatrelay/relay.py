@@ -20,6 +20,8 @@ from zope.interface import implementer
 
 from twisted.internet.interfaces import IPushProducer
 
+from autobahn.util import encode_truncate
+
 from chatrelay import closecodes
 
 BROWSER = "browser"
@@ -219,7 +221,7 @@ class Relay:
         if other is not None:
             toward_browser = other is self.browser
             mapped = closecodes.code_after_failure(code, toward_browser)
-            other.sendCloseFrame(mapped, reason.encode("utf-8")[:123])
+            other.sendCloseFrame(mapped, encode_truncate(reason, 123))
 
     def lost(self, leg):
         """`leg`'s connection is gone; the other leg must not be left open."""

@@ -9,6 +9,7 @@ Upgrade header are plain HTTP (http.py), answered on the same port.
 from twisted.internet import defer
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 
@@ -140,12 +141,12 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
 
     def _upstream_opened(self, upstream):
         self._attempt = None
-        if self.state != _CONNECTING:
+        self.report.upstream_opened()
+        upstream.relay = self.relay  # its close is reported, even should the pair never join
+        if self.state != _CONNECTING:  # the browser's request was refused meanwhile
             upstream.sendCloseFrame(closecodes.GOING_AWAY, b"browser went away")
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "browser went away")
-        self.report.upstream_opened()
         self._upstream = upstream
-        upstream.relay = self.relay  # its close is reported, even should the pair never join
         return upstream.websocket_protocol_in_use
 
     def _upstream_failed(self, failure, request):
@@ -172,7 +173,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         """IWebSocketChannel API."""
         self.forget_handshake()
         if self._refusal is not None:
-            self.sendCloseFrame(self._refusal.code, self._refusal.reason.encode("utf-8")[:123])
+            self.sendCloseFrame(self._refusal.code, encode_truncate(self._refusal.reason, 123))
         else:
             self.factory.metrics.handshake("relayed", 101)
             self.relay.join(self, self._upstream)

@@ -96,6 +96,27 @@ def test_upstream_request_line_is_the_checked_path_and_query(harness):
     assert harness.factory._upstream_factory(target, None, None).resource == "/chat/..;x?q=1"
 
 
+def test_an_upstream_that_opens_after_its_browser_was_refused_is_closed_and_reported(harness, log_events):
+    """The browser's request is refused (too much data before its 101) while the upstream is
+    opening; the upstream opens anyway: it is closed with 1001, and the report says so."""
+    client = harness.raw()
+    client.transport.write(upgrade_request())
+    harness.flush()
+    factory, connecting = harness.held.pop(0)
+    leg = factory.buildProtocol(None)
+    upstream = harness.upstream_factory.buildProtocol(None)
+    harness._connect_pair(upstream, leg, greet=False)
+    connecting.callback(leg)
+    next(iter(harness.factory.live)).dataReceived(b"x" * 9000)  # over --max-request-bytes: 400
+    for _ in range(5):  # the upstream's 101 arrives before the browser's connection is gone
+        harness.pumps[-1].flush()
+    harness.flush()
+    assert upstream.closed == (True, 1001, "browser went away")
+    reports = [e for e in log_events if e.get("log_namespace") == "chatrelay.connection"]
+    assert [e["upstream_close"] for e in reports] == ["1001/relay"]
+    assert reports[0]["connect"] != "-"
+
+
 def test_upstream_refused_gives_1014(harness):
     """A refused TCP connection is a 1014 that says so."""
     browser = harness.browser()
@@ -396,6 +417,16 @@ def test_browser_close_code_and_reason_reach_upstream(harness, code, reason):
     harness.flush()
     assert upstream.closed == (True, code, reason or None)
     assert browser.closed == (True, code, reason or None)
+
+
+def test_a_long_non_ascii_reason_is_cut_between_characters(harness):
+    """A reason cut to the 123 bytes a close frame holds stays valid UTF-8 (a peer would fail
+    a close whose reason ends inside a character with 1007)."""
+    browser, upstream = joined(harness)
+    leg = next(iter(harness.factory.live))
+    leg._fail_connection(1002, "é" * 100)  # as Autobahn fails a leg, here with a long reason
+    harness.flush()
+    assert upstream.closed == (True, 1001, "é" * 61)
 
 
 def test_browser_drop_gives_upstream_1001(harness):
