@@ -209,11 +209,26 @@ class LegMixin:
             self.relay.close_answered(self)
         return result
 
-    def answer_close(self):
-        """Reply to the close this leg deferred (echoing its code), as Autobahn would have."""
+    def answer_close(self, answer=None):
+        """Reply to the close this leg deferred: with `answer`, the (code, reason) the other
+        side answered with, or else by echoing it, as Autobahn would have."""
         deferred, self._deferred_close = self._deferred_close, None
-        if deferred is not None and self.state == _OPEN:
+        if deferred is None or self.state != _OPEN:
+            return
+        if answer is None:
             WebSocketProtocol.onCloseFrame(self, *deferred)
+            return
+        # Autobahn's onCloseFrame for an open leg (the peer's code is already recorded), but
+        # the reply carries the other side's close.
+        self.wasClean = True
+        self.sendCloseFrame(*answer, isReply=True)
+        if self.factory.isServer:
+            self.dropConnection(abort=False)
+
+    def received_close(self):
+        """The (code, reason as UTF-8) of the close this leg's peer sent."""
+        reason = self.remoteCloseReason
+        return self.remoteCloseCode, None if reason is None else reason.encode("utf-8")
 
     def _fail_connection(self, code=closecodes.GOING_AWAY, reason="going away"):
         if self.relay is not None and self.state in (_OPEN, _CLOSING):

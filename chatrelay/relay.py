@@ -7,13 +7,17 @@ named below, so it can be read, and tested, without a network:
     beginMessage(isBinary), sendMessageFrame(bytes), endMessage()   any other, frame by frame
     sendPing(bytes), sendPong(bytes)                                pass-through control frames
     sendCloseFrame(code, reasonUtf8)                                a close with any code
-    answer_close()                                                  reply to the close it deferred
+    answer_close(answer)                                            reply to the close it deferred
+    received_close()                                                the close its peer sent
     leg_open(), transport.pauseProducing(), transport.resumeProducing()
     registerProducer(producer, streaming), unregisterProducer()
     compressed(), start_fast_frames(sink), stop_fast_frames()      the fast path (fastframes.py)
 
 Closing is end to end: a close received on one leg is forwarded to the other, and the first
-leg's reply waits until the other side answers (or `close_timeout` passes, or it drops).
+leg's reply waits until the other side answers (or `close_timeout` passes, or it drops). The
+reply carries the other side's answer, as a direct connection would have shown it; only
+without an answer does the first leg echo its own close. When both sides close at once, each
+so gets the other's code.
 """
 
 from zope.interface import implementer
@@ -210,7 +214,7 @@ class Relay:
     def close_answered(self, leg):
         """`leg`'s peer answered a close: if it was one we forwarded, answer the original."""
         if self._awaiting_answer is not None and self._awaiting_answer is not leg:
-            self._answer()
+            self._answer(leg.received_close())
 
     def failed(self, leg, code, reason):
         """The relay is failing `leg` with `code` (its peer broke the protocol or a limit)."""
@@ -269,11 +273,11 @@ class Relay:
                 leg.unregisterProducer()
                 ReadValve(leg).resumeProducing()
 
-    def _answer(self):
+    def _answer(self, answer=None):
         leg = self._awaiting_answer
         self._cancel_answer()
         if leg is not None:
-            leg.answer_close()
+            leg.answer_close(answer)
 
     def _cancel_answer(self):
         self._awaiting_answer = None

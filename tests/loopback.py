@@ -215,7 +215,9 @@ def open_browser(reactor, url, protocols=None, endpoint=None):
     """Connect a Browser to `url`; returns its factory, whose `opened` and `closed` Deferreds tell."""
     factory = WebSocketClientFactory(url, protocols=protocols)
     factory.protocol = Browser
-    factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=WAIT, closeHandshakeTimeout=WAIT)
+    # Browsers answer a close with its own code and reason (Autobahn's default is 1000).
+    factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=WAIT, closeHandshakeTimeout=WAIT,
+                               echoCloseCodeReason=True)
     factory.opened = defer.Deferred().addTimeout(WAIT, reactor)
     factory.closed = defer.Deferred().addTimeout(WAIT, reactor)
     factory.opened.addErrback(lambda failure: failure)  # read by the test, or by `closed`

@@ -305,7 +305,8 @@ def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
 )
 @pytest_twisted.inlineCallbacks
 def test_binance_close_code_and_reason_reach_browser(reactor, relay, fake, code, reason):
-    """Binance closes with C and R: the browser gets C and R, and Binance gets the answer."""
+    """Binance closes with C and R: the browser gets C and R, and Binance gets the browser's
+    answer (browsers echo the code)."""
     factory, browser, binance = yield open_pair(reactor, relay, fake)
     binance.close(code, reason)
     assert (yield factory.closed) == (True, code, reason)

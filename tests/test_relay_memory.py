@@ -419,6 +419,35 @@ def test_browser_close_code_and_reason_reach_upstream(harness, code, reason):
     assert browser.closed == (True, code, reason or None)
 
 
+@pytest.mark.parametrize("side", ["browser", "upstream"])
+def test_the_answer_to_a_close_is_the_other_sides_answer(harness, log_events, side):
+    """A close is answered with what the other side answered (here 1000, not an echo), as a
+    direct connection would show it; each leg's own close is what the log records."""
+    browser, upstream = joined(harness)
+    closer, answerer = (browser, upstream) if side == "browser" else (upstream, browser)
+    answerer.echoCloseCodeReason = False  # Autobahn's default: answer any close with 1000
+    closer.sendCloseFrame(4000, b"logout")
+    harness.flush()
+    assert answerer.closed == (True, 4000, "logout")
+    assert closer.closed == (True, 1000, None)
+    report = next(e for e in log_events if e.get("log_namespace") == "chatrelay.connection")
+    assert report[f"{side}_close"] == "4000/peer"
+
+
+@pytest.mark.parametrize("first", ["browser", "upstream"])
+def test_when_both_sides_close_at_once_each_gets_the_others_code(harness, first):
+    """Closes that cross in flight: each side gets the other's code and reason (RFC 6455
+    7.1.5: the code of the first close received), whichever reaches the relay first."""
+    browser, upstream = joined(harness)
+    browser.sendCloseFrame(4000, b"from browser")
+    upstream.sendCloseFrame(4001, b"from upstream")
+    browser_pump, upstream_pump = harness.pumps
+    (browser_pump if first == "browser" else upstream_pump).flush()
+    harness.flush()
+    assert browser.closed == (True, 4001, "from upstream")
+    assert upstream.closed == (True, 4000, "from browser")
+
+
 def test_a_long_non_ascii_reason_is_cut_between_characters(harness):
     """A reason cut to the 123 bytes a close frame holds stays valid UTF-8 (a peer would fail
     a close whose reason ends inside a character with 1007)."""
