@@ -135,7 +135,9 @@ class Harness:
             f"ws://relay.test/chat-relay//?{query}", protocols=protocols, headers=headers, origin=origin
         )
         factory.protocol = BrowserClient
-        factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=0, closeHandshakeTimeout=30)
+        # Browsers answer a close with its own code and reason (Autobahn's default is 1000).
+        factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=0, closeHandshakeTimeout=30,
+                                   echoCloseCodeReason=True)
         if deflate:
             factory.setProtocolOptions(perMessageCompressionOffers=[PerMessageDeflateOffer()],
                                        perMessageCompressionAccept=accept_deflate)
