@@ -320,6 +320,19 @@ class UpstreamLeg(LegMixin, WebSocketClientProtocol):
 
     lost_reason = None
 
+    def connectionMade(self):
+        """Twisted API: the relay counts this leg as live until it is gone (see
+        RelayServerFactory.when_idle)."""
+        super().connectionMade()
+        if self.factory.registry is not None:
+            self.factory.registry.upstream_live.add(self)
+
+    def connectionLost(self, reason):
+        """Twisted API."""
+        super().connectionLost(reason)
+        if self.factory.registry is not None:
+            self.factory.registry.forget(self)
+
     def onOpen(self):
         """IWebSocketChannel API."""
         self.forget_handshake()
@@ -389,10 +402,11 @@ class UpstreamFactory(WebSocketClientFactory):
         template.setProtocolOptions(openHandshakeTimeout=0, **settings.upstream_options)
         return type(cls.__name__, (cls,), vars(template))
 
-    def __init__(self, target, protocols, relay):
+    def __init__(self, target, protocols, relay, registry=None):
         self.setSessionParameters(target.url, None, protocols or None, "chatrelay")
         self.resource = target.resource  # what the allowlist checked, not Autobahn's own parse
         self.relay = relay
+        self.registry = registry  # the RelayServerFactory that counts the leg while it lives
         self.attempt = None
 
     def setProtocolOptions(self, **options):

@@ -232,7 +232,8 @@ class RelayServerFactory(WebSocketServerFactory):
         self.routes = routes or Routes()
         self.metrics = metrics or RelayMetrics()
         self._connect = connect or self._connect_endpoint
-        self.live = set()
+        self.live = set()  # browser legs, from accept to connectionLost
+        self.upstream_live = set()  # upstream legs, from connect to connectionLost
         self.metrics.count_connections(self.live)
         self._idle_waiters = []
         self._upstream_tls = UpstreamTLS(trust_root)
@@ -254,7 +255,7 @@ class RelayServerFactory(WebSocketServerFactory):
 
     def open_upstream(self, target, protocols, relay):
         """Start an UpstreamAttempt for `target` on behalf of `relay`."""
-        factory = self._upstream_factory(target, protocols, relay)
+        factory = self._upstream_factory(target, protocols, relay, registry=self)
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):
@@ -268,17 +269,19 @@ class RelayServerFactory(WebSocketServerFactory):
         return self.when_idle()
 
     def when_idle(self):
-        """A Deferred that fires once no browser connection is left."""
-        if not self.live:
+        """A Deferred that fires once no connection is left: no browser leg, and no upstream
+        leg (whose browser may have answered a close first)."""
+        if not (self.live or self.upstream_live):
             return defer.succeed(None)
         waiter = defer.Deferred()
         self._idle_waiters.append(waiter)
         return waiter
 
     def forget(self, leg):
-        """A browser connection is gone."""
+        """A browser or upstream connection is gone."""
         self.live.discard(leg)
-        if not self.live:
+        self.upstream_live.discard(leg)
+        if not (self.live or self.upstream_live):
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 waiter.callback(None)

@@ -63,10 +63,9 @@ class RelayService(MultiService):
         return idle
 
     def _abort_stragglers(self, result, timeout):
-        for leg in list(self.factory.live):
-            for each in (leg, leg.relay.upstream if leg.relay is not None else None):
-                if each is not None and each.transport is not None:
-                    each.transport.abortConnection()  # even one already closing gracefully
+        for leg in list(self.factory.live) + list(self.factory.upstream_live):
+            if leg.transport is not None:
+                leg.transport.abortConnection()  # even one already closing gracefully
         log.warn("aborted connections still open after {timeout}s", timeout=timeout)
         # The aborted connections end on the reactor's next turn: wait for it, so that each
         # still logs its report before the reactor stops.

@@ -525,6 +525,49 @@ def test_shutdown_closes_both_legs_with_1001(harness):
     assert idle.called
 
 
+def hold_close_answers(peer):
+    """Make an Autobahn peer keep the closes it receives unanswered; returns them."""
+    held = []
+    peer.onCloseFrame = lambda code, reason: held.append((code, reason))
+    return held
+
+
+def test_shutdown_waits_for_upstream_legs_still_closing(harness, log_events):
+    """The browser answers the 1001 first, Binance later: shutting down waits for Binance's
+    answer (not cut off, as 1006, when the browser is gone), and the pair is reported."""
+    browser, upstream = joined(harness)
+    held = hold_close_answers(upstream)
+    idle = harness.factory.shut_down()
+    harness.flush()
+    assert browser.closed[1] == 1001 and held == [(1001, b"relay shutting down")]
+    assert not idle.called
+    del upstream.onCloseFrame
+    upstream.onCloseFrame(*held[0])
+    harness.flush()
+    assert idle.called and upstream.closed == (True, 1001, "relay shutting down")
+    report = next(e for e in log_events if e.get("log_namespace") == "chatrelay.connection")
+    assert (report["outcome"], report["upstream_close"]) == ("shutdown", "1001/relay")
+
+
+def test_shutdown_aborts_upstream_legs_left_after_the_grace_period(harness):
+    """An upstream that never answers the 1001 after its browser has gone is aborted once the
+    service's grace period is over, and the service stops."""
+    from chatrelay.service import RelayService
+
+    browser, upstream = joined(harness)
+    hold_close_answers(upstream)
+    service = RelayService(harness.clock, harness.factory, grace=2.0)
+    service.startService()
+    stopped = []
+    service.stopService().addBoth(stopped.append)
+    harness.flush()
+    assert browser.closed[1] == 1001 and upstream.closed is None and stopped == []
+    harness.advance(2.0)
+    harness.advance(0)
+    assert upstream.closed[:2] == (False, 1006) and stopped == [None]
+    assert harness.factory.upstream_live == set()
+
+
 def test_shutdown_during_upstream_attempt_says_1001(harness):
     """A browser still waiting for its upstream hears 1001 too."""
     browser = harness.browser()
