@@ -52,10 +52,14 @@ class ClientAddresses:
     def __init__(self, trusted_proxies=()):
         self.trusted = parse_networks(trusted_proxies)
 
+    def trusts(self, tcp_peer):
+        """Whether `tcp_peer` is a trusted proxy."""
+        return in_networks(tcp_peer, self.trusted)
+
     def resolve(self, tcp_peer, forwarded_for):
         """The client's address: the TCP peer, or, when that is a trusted proxy, the rightmost
         X-Forwarded-For entry that is not itself a trusted proxy."""
-        if forwarded_for is None or not in_networks(tcp_peer, self.trusted):
+        if forwarded_for is None or not self.trusts(tcp_peer):
             return tcp_peer
         for hop in reversed(forwarded_for.split(",")):
             address = ip_address(hop)

@@ -47,7 +47,13 @@ def client_key(client):
 
 
 class Limits:
-    """Connection counts (total and per client address) and request-head bounds."""
+    """Connection counts (total and per client address) and request-head bounds.
+
+    Two counts, each bounded by max_connections in all and max_per_client per address:
+    connections still sending their request head (by TCP peer, as nothing else is known yet;
+    a trusted proxy's are counted in the total only), and admitted browser connections (by
+    client address, X-Forwarded-For's behind a trusted proxy).
+    """
 
     def __init__(self, max_connections=10000, max_per_client=32, handshake_timeout=10.0,
                  idle_timeout=300.0, max_head_bytes=8192, max_request_line=4096):
@@ -59,6 +65,30 @@ class Limits:
         self.max_request_line = max_request_line
         self.total = 0
         self._per_client = Counter()
+        self.heads = 0
+        self._heads_per_peer = Counter()
+
+    def start_head(self, peer):
+        """Count a connection whose request head is still to come, from TCP peer `peer` (None
+        for a trusted proxy); False when over a limit: the relay drops it at once."""
+        key = None if peer is None else client_key(peer)
+        if self.heads >= self.max_connections or (
+            key is not None and self._heads_per_peer[key] >= self.max_per_client
+        ):
+            return False
+        self.heads += 1
+        if key is not None:
+            self._heads_per_peer[key] += 1
+        return True
+
+    def end_head(self, peer):
+        """A connection counted by start_head(peer) has sent its head, or is gone."""
+        self.heads -= 1
+        if peer is not None:
+            key = client_key(peer)
+            self._heads_per_peer[key] -= 1
+            if not self._heads_per_peer[key]:
+                del self._heads_per_peer[key]
 
     def admit(self, client):
         """Count a browser connection from `client`, or raise Refusal (1013) when over a limit."""

@@ -37,19 +37,28 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
     _refusal = None
     _attempt = None
     _upstream = None
-    _head_timer = None
+    _head_timer = None  # set while the request head is still to come
+    _head_peer = None
 
     def connectionMade(self):
-        """Twisted API."""
+        """Twisted API: a connection over the limits on request heads still to come is dropped
+        at once (no request was read to answer)."""
         super().connectionMade()
         self.factory.live.add(self)
+        peer = peer_host(self.transport.getPeer())
+        self._head_peer = None if self.factory.clients.trusts(peer) else peer
+        if not self.factory.limits.start_head(self._head_peer):
+            self.factory.metrics.handshake("over_head_limit", "none")
+            self.wasNotCleanReason = "too many request heads still to come"
+            self.dropConnection(abort=True)
+            return
         self._head_timer = self.factory.reactor.callLater(
             self.factory.limits.handshake_timeout, self._head_timed_out
         )
 
     def connectionLost(self, reason):
         """Twisted API."""
-        self._stop_head_timer()
+        self._head_done()
         super().connectionLost(reason)
         if self._admitted:
             self.factory.limits.release(self.client)
@@ -63,7 +72,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         if self._head_timer is not None:
             problem = self.factory.limits.inspect_head(self.data + data)
             if problem is not None:
-                self._stop_head_timer()
+                self._head_done()
                 self.failHandshake(problem.reason, problem.status)
                 return
         elif self.state == _CONNECTING and self.report is not None:
@@ -85,7 +94,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         their request line is one it accepts: see http.request_line_problem)."""
         end = self.data.find(b"\r\n\r\n")
         if end >= 0 and self._head_timer is not None:
-            self._stop_head_timer()
+            self._head_done()
             if not wants_upgrade(self.data[:end]):
                 return self._serve_plain(self.data[: end + 4])
             problem = request_line_problem(self.data[:end])
@@ -105,14 +114,17 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         self.dropConnection(abort=False)
 
     def _head_timed_out(self):
-        self._head_timer = None
+        self._head_done()
         self.wasNotCleanReason = "no complete request head in time"
         self.dropConnection(abort=True)
 
-    def _stop_head_timer(self):
-        if self._head_timer is not None and self._head_timer.active():
-            self._head_timer.cancel()
-        self._head_timer = None
+    def _head_done(self):
+        """The request head arrived, was refused, or will not come: stop waiting for it."""
+        if self._head_timer is not None:
+            if self._head_timer.active():
+                self._head_timer.cancel()
+            self._head_timer = None
+            self.factory.limits.end_head(self._head_peer)
 
     def _resolve_client(self, forwarded_for):
         return self.factory.clients.resolve(peer_host(self.transport.getPeer()), forwarded_for)

@@ -7,7 +7,8 @@ import uuid
 import pytest
 import pytest_twisted
 
-from twisted.internet import defer, error
+from twisted.internet import defer, error, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from chatrelay.fakebinance import FakeBinance
 from tests.loopback import (
@@ -203,6 +204,45 @@ def test_refusals(reactor, relay, fake, key, target, code):
 
 
 # Upstream failures: 1014 with a reason that names the cause.
+
+class SlowClient(protocol.Protocol):
+    """A client that sends part of a request head and then nothing; `lost` fires when the
+    relay closes the connection."""
+
+    def __init__(self):
+        self.lost = defer.Deferred()
+
+    def connectionMade(self):
+        """Twisted API."""
+        self.transport.write(b"GET /chat-relay/?key=x HTTP/1.1\r\nHost: relay\r\n")
+
+    def connectionLost(self, reason):
+        """Twisted API."""
+        self.lost.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_request_heads_still_to_come_are_limited_per_address(reactor, fake):
+    """Beyond --max-connections-per-ip connections from one address still sending their request
+    head, the next is closed at once; those already counted keep their --handshake-timeout, and
+    browsers from other addresses are not affected."""
+    process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
+                                "--max-connections-per-ip", "2", "--handshake-timeout", "60")
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", process.port)
+    try:
+        slow = []
+        for _ in range(3):
+            slow.append((yield connectProtocol(endpoint, SlowClient()).addTimeout(WAIT, reactor)))
+        yield slow[2].lost.addTimeout(WAIT, reactor)
+        assert not (slow[0].lost.called or slow[1].lost.called)
+        other = TCP4ClientEndpoint(reactor, "127.0.0.1", process.port, bindAddress=("127.0.0.2", 0))
+        factory = open_browser(reactor, relay_url(process.port, fake.chat_url()), endpoint=other)
+        yield factory.opened
+        yield fake.next_connection().addTimeout(WAIT, reactor)
+        assert not (slow[0].lost.called or slow[1].lost.called)
+    finally:
+        process.kill()
+
 
 @pytest_twisted.inlineCallbacks
 def test_upstream_refusing_tcp_gives_1014(reactor, relay):

@@ -192,6 +192,64 @@ def test_data_before_the_101_is_bounded(make_harness):
     assert harness.factory.limits.total == 0
 
 
+PARTIAL_HEAD = b"GET /chat-relay/?key=x HTTP/1.1\r\nHost: a\r\n"
+
+
+def test_request_heads_still_to_come_are_limited_per_address(make_harness):
+    """A connection sending its head slowly counts before it is admitted: beyond
+    --max-connections-per-ip of them from one address, the next is dropped at once; other
+    addresses are not affected, and a slot comes back once a head is complete."""
+    harness = make_harness(limits=Limits(max_connections=100, max_per_client=2))
+    slow = [harness.raw(peer="192.0.2.1") for _ in range(2)]
+    for client in slow:
+        client.transport.write(PARTIAL_HEAD)
+    harness.flush()
+    third = harness.raw(peer="192.0.2.1")
+    assert third.transport.disconnected and bytes(third.received) == b""
+    assert not any(client.transport.disconnected for client in slow)
+    other = harness.browser(peer="192.0.2.2")
+    harness.upstream()
+    assert other.opened
+    slow[0].transport.write(b"\r\n")  # its head is complete (and refused: 4401)
+    harness.flush()
+    assert not harness.raw(peer="192.0.2.1").transport.disconnected
+    counted = harness.factory.metrics.handshakes.labels("over_head_limit", "none")._value.get()
+    assert counted == 1
+
+
+def test_request_heads_still_to_come_are_limited_in_all(make_harness):
+    """At most --max-connections of them in all, from any number of addresses."""
+    harness = make_harness(limits=Limits(max_connections=2, max_per_client=10))
+    first, second = harness.raw(peer="192.0.2.1"), harness.raw(peer="192.0.2.2")
+    assert harness.raw(peer="192.0.2.3").transport.disconnected
+    assert not (first.transport.disconnected or second.transport.disconnected)
+
+
+def test_a_trusted_proxys_request_heads_count_only_in_all(make_harness):
+    """nginx carries every browser's connection: its heads are not limited per address."""
+    harness = make_harness(limits=Limits(max_connections=100, max_per_client=2),
+                           clients=ClientAddresses(["192.0.2.8"]))
+    clients = [harness.raw(peer="192.0.2.8") for _ in range(5)]
+    assert not any(client.transport.disconnected for client in clients)
+    assert harness.factory.limits.heads == 5
+
+
+def test_request_heads_are_counted_until_each_ends(make_harness):
+    """Complete, refused, timed out or gone: each head still to come is counted until then."""
+    harness = make_harness(limits=Limits(handshake_timeout=10.0))
+    complete, refused, slow, gone = (harness.raw(peer=f"192.0.2.{n}") for n in range(1, 5))
+    assert harness.factory.limits.heads == 4
+    complete.transport.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    refused.transport.write(b"\x16\x03\x01")  # TLS spoken to a plain port: 400 at once
+    slow.transport.write(PARTIAL_HEAD)
+    gone.transport.loseConnection()
+    harness.flush()
+    assert harness.factory.limits.heads == 1
+    harness.advance(11)
+    assert slow.transport.disconnected and harness.factory.limits.heads == 0
+    assert harness.factory.limits._heads_per_peer == {}
+
+
 def test_slow_request_head_is_dropped(make_harness):
     """Slowloris: a head not complete within --handshake-timeout is dropped."""
     harness = make_harness(limits=Limits(handshake_timeout=10.0))
