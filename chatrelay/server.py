@@ -6,6 +6,8 @@ a reason; otherwise the 101 is sent only once the upstream leg is open. Requests
 Upgrade header are plain HTTP (http.py), answered on the same port.
 """
 
+import re
+
 from twisted.internet import defer
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -24,6 +26,7 @@ from chatrelay.relay import BROWSER, Relay
 from chatrelay.report import ConnectionReport, LegClose
 from chatrelay.upstream import UpstreamAttempt, UpstreamFailure, UpstreamTLS, endpoint_for
 
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
 
@@ -102,6 +105,11 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
                 status, reason = problem
                 return self.failHandshake(reason, status)
         return super().processHandshake()
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        """Autobahn API: Autobahn's reasons may quote the client's headers, which go into the
+        log and the status line: only as printable ASCII, and at most 200 characters of them."""
+        super().failHandshake(_UNPRINTABLE.sub("?", reason)[:200], code, responseHeaders)
 
     def _serve_plain(self, head):
         request = parse_plain_request(head)

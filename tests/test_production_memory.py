@@ -160,6 +160,22 @@ def test_bad_upgrade_request_lines_are_refused_without_echoing_secrets(make_harn
         assert secret not in response and secret not in logged
 
 
+def test_refusal_reasons_quoting_headers_are_printable(make_harness, log_events):
+    """Autobahn quotes some headers in its refusals (here the version it cannot parse): control
+    characters from them never reach the log or the status line, and the quote is bounded."""
+    harness = make_harness()
+    client = harness.raw()
+    version = "13\x1b[2J\x07" + "x" * 500
+    request = upgrade_request().replace(b"Version: 13", f"Version: {version}".encode("latin-1"))
+    client.transport.write(request)
+    harness.flush()
+    status_line = bytes(client.received).split(b"\r\n")[0]
+    assert status_line.startswith(b"HTTP/1.1 400 ") and b"Sec-WebSocket-Version" in status_line
+    assert all(32 <= byte < 127 for byte in status_line) and len(status_line) < 240
+    logged = [formatEvent(event) for event in log_events if "failing" in (event.get("log_format") or "")]
+    assert logged and not any("\x1b" in line or "\x07" in line or "x" * 300 in line for line in logged)
+
+
 def test_a_second_request_head_is_not_a_second_connection(make_harness):
     """Bytes sent before the 101 are not parsed as another request: one admission, one
     upstream attempt, and they reach the WebSocket parser after the 101 (junk there: 1002)."""
