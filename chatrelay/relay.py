@@ -17,7 +17,7 @@ Closing is end to end: a close received on one leg is forwarded to the other, an
 leg's reply waits until the other side answers (or `close_timeout` passes, or it drops). The
 reply carries the other side's answer, as a direct connection would have shown it; only
 without an answer does the first leg echo its own close. When both sides close at once, each
-so gets the other's code.
+thus gets the other's code.
 """
 
 from zope.interface import implementer
