@@ -203,7 +203,7 @@ def test_refusals(reactor, relay, fake, key, target, code):
     assert isinstance(factory.tcp_end, error.ConnectionDone), "TCP reset after a clean close"
 
 
-# Upstream failures: 1014 with a reason that names the cause.
+# Request heads still to come.
 
 class SlowClient(protocol.Protocol):
     """A client that sends part of a request head and then nothing; `lost` fires when the
@@ -243,6 +243,8 @@ def test_request_heads_still_to_come_are_limited_per_address(reactor, fake):
     finally:
         process.kill()
 
+
+# Upstream failures: 1014 with a reason that names the cause.
 
 @pytest_twisted.inlineCallbacks
 def test_upstream_refusing_tcp_gives_1014(reactor, relay):

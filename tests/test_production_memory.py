@@ -226,7 +226,7 @@ def test_request_heads_still_to_come_are_limited_per_address(make_harness):
     other = harness.browser(peer="192.0.2.2")
     harness.upstream()
     assert other.opened
-    slow[0].transport.write(b"\r\n")  # its head is complete (and refused: 4401)
+    slow[0].transport.write(b"\r\n")  # its head is complete (a plain request: 404)
     harness.flush()
     assert not harness.raw(peer="192.0.2.1").transport.disconnected
     counted = harness.factory.metrics.handshakes.labels("over_head_limit", "none")._value.get()
