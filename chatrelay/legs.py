@@ -206,7 +206,9 @@ class LegMixin:
         was_closing = self.state == _CLOSING
         result = WebSocketProtocol.onCloseFrame(self, code, reasonRaw)
         if was_closing and self.relay is not None:
-            self.relay.close_answered(self)
+            # An invalid answer (a code no one may send, a reason not UTF-8) fails this leg and
+            # leaves it not clean: there is then no answer to pass on.
+            self.relay.close_answered(self, self.received_close() if self.wasClean else None)
         return result
 
     def answer_close(self, answer=None):

@@ -8,7 +8,6 @@ named below, so it can be read, and tested, without a network:
     sendPing(bytes), sendPong(bytes)                                pass-through control frames
     sendCloseFrame(code, reasonUtf8)                                a close with any code
     answer_close(answer)                                            reply to the close it deferred
-    received_close()                                                the close its peer sent
     leg_open(), transport.pauseProducing(), transport.resumeProducing()
     registerProducer(producer, streaming), unregisterProducer()
     compressed(), start_fast_frames(sink), stop_fast_frames()      the fast path (fastframes.py)
@@ -211,10 +210,11 @@ class Relay:
         self._answer_timer = self.clock.callLater(self.close_timeout, self._answer)
         return True
 
-    def close_answered(self, leg):
-        """`leg`'s peer answered a close: if it was one we forwarded, answer the original."""
+    def close_answered(self, leg, answer):
+        """`leg`'s peer answered a close with `answer`, its (code, reason), or None if that
+        close was invalid: if it was one we forwarded, answer the original with it (or echo)."""
         if self._awaiting_answer is not None and self._awaiting_answer is not leg:
-            self._answer(leg.received_close())
+            self._answer(answer)
 
     def failed(self, leg, code, reason):
         """The relay is failing `leg` with `code` (its peer broke the protocol or a limit)."""

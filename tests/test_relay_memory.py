@@ -3,6 +3,7 @@
 import collections
 import gc
 import os
+import struct
 
 import pytest
 
@@ -432,6 +433,17 @@ def test_the_answer_to_a_close_is_the_other_sides_answer(harness, log_events, si
     assert closer.closed == (True, 1000, None)
     report = next(e for e in log_events if e.get("log_namespace") == "chatrelay.connection")
     assert report[f"{side}_close"] == "4000/peer"
+
+
+@pytest.mark.parametrize("answer", [struct.pack("!H", 999), struct.pack("!H", 1000) + b"\xff"])
+def test_an_invalid_answer_to_a_close_is_not_passed_on(harness, answer):
+    """Binance answers the browser's close with a code no one may send, or a reason that is not
+    UTF-8: that leg is failed, and the browser gets its own close echoed."""
+    browser, upstream = joined(harness)
+    upstream.onCloseFrame = lambda code, reason: upstream.sendFrame(opcode=8, payload=answer)
+    browser.sendCloseFrame(4000, b"logout")
+    harness.flush()
+    assert browser.closed == (True, 4000, "logout")
 
 
 @pytest.mark.parametrize("first", ["browser", "upstream"])
