@@ -46,6 +46,39 @@ def client_key(client):
     return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
+class Slots:
+    """Connections counted in all and per key, each count with its own cap."""
+
+    def __init__(self, in_all, per_key):
+        self.in_all = in_all
+        self.per_key = per_key
+        self.total = 0
+        self.by_key = Counter()
+
+    def full(self, key):
+        """Which cap one more connection for `key` would exceed: "all", "key", or None.
+        A key of None is counted in all only."""
+        if self.total >= self.in_all:
+            return "all"
+        if key is not None and self.by_key[key] >= self.per_key:
+            return "key"
+        return None
+
+    def take(self, key):
+        """Count one more connection for `key`."""
+        self.total += 1
+        if key is not None:
+            self.by_key[key] += 1
+
+    def give_back(self, key):
+        """A connection counted for `key` is no longer counted."""
+        self.total -= 1
+        if key is not None:
+            self.by_key[key] -= 1
+            if not self.by_key[key]:
+                del self.by_key[key]
+
+
 class Limits:
     """Connection counts (total and per client address) and request-head bounds.
 
@@ -57,56 +90,44 @@ class Limits:
 
     def __init__(self, max_connections=10000, max_per_client=32, handshake_timeout=10.0,
                  idle_timeout=300.0, max_head_bytes=8192, max_request_line=4096):
-        self.max_connections = max_connections
-        self.max_per_client = max_per_client
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.max_head_bytes = max_head_bytes
         self.max_request_line = max_request_line
-        self.total = 0
-        self._per_client = Counter()
-        self.heads = 0
-        self._heads_per_peer = Counter()
+        self.admitted = Slots(max_connections, max_per_client)
+        self.heads = Slots(max_connections, max_per_client)
+
+    @property
+    def total(self):
+        """Admitted browser connections."""
+        return self.admitted.total
 
     def start_head(self, peer):
         """Count a connection whose request head is still to come, from TCP peer `peer` (None
         for a trusted proxy); False when over a limit: the relay drops it at once."""
         key = None if peer is None else client_key(peer)
-        if self.heads >= self.max_connections or (
-            key is not None and self._heads_per_peer[key] >= self.max_per_client
-        ):
+        if self.heads.full(key):
             return False
-        self.heads += 1
-        if key is not None:
-            self._heads_per_peer[key] += 1
+        self.heads.take(key)
         return True
 
     def end_head(self, peer):
         """A connection counted by start_head(peer) has sent its head, or is gone."""
-        self.heads -= 1
-        if peer is not None:
-            key = client_key(peer)
-            self._heads_per_peer[key] -= 1
-            if not self._heads_per_peer[key]:
-                del self._heads_per_peer[key]
+        self.heads.give_back(None if peer is None else client_key(peer))
 
     def admit(self, client):
         """Count a browser connection from `client`, or raise Refusal (1013) when over a limit."""
-        if self.total >= self.max_connections:
-            raise AT_CAPACITY()
         key = client_key(client)
-        if self._per_client[key] >= self.max_per_client:
+        full = self.admitted.full(key)
+        if full == "all":
+            raise AT_CAPACITY()
+        if full == "key":
             raise CLIENT_AT_CAPACITY()
-        self.total += 1
-        self._per_client[key] += 1
+        self.admitted.take(key)
 
     def release(self, client):
         """An admitted connection from `client` is gone."""
-        key = client_key(client)
-        self.total -= 1
-        self._per_client[key] -= 1
-        if not self._per_client[key]:
-            del self._per_client[key]
+        self.admitted.give_back(client_key(client))
 
     def inspect_head(self, head):
         """A HeadProblem if the bytes received so far cannot be an acceptable request head."""

@@ -247,23 +247,23 @@ def test_a_trusted_proxys_request_heads_count_only_in_all(make_harness):
                            clients=ClientAddresses(["192.0.2.8"]))
     clients = [harness.raw(peer="192.0.2.8") for _ in range(5)]
     assert not any(client.transport.disconnected for client in clients)
-    assert harness.factory.limits.heads == 5
+    assert harness.factory.limits.heads.total == 5
 
 
 def test_request_heads_are_counted_until_each_ends(make_harness):
     """Complete, refused, timed out or gone: each head still to come is counted until then."""
     harness = make_harness(limits=Limits(handshake_timeout=10.0))
     complete, refused, slow, gone = (harness.raw(peer=f"192.0.2.{n}") for n in range(1, 5))
-    assert harness.factory.limits.heads == 4
+    assert harness.factory.limits.heads.total == 4
     complete.transport.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
     refused.transport.write(b"\x16\x03\x01")  # TLS spoken to a plain port: 400 at once
     slow.transport.write(PARTIAL_HEAD)
     gone.transport.loseConnection()
     harness.flush()
-    assert harness.factory.limits.heads == 1
+    assert harness.factory.limits.heads.total == 1
     harness.advance(11)
-    assert slow.transport.disconnected and harness.factory.limits.heads == 0
-    assert harness.factory.limits._heads_per_peer == {}
+    assert slow.transport.disconnected and harness.factory.limits.heads.total == 0
+    assert harness.factory.limits.heads.by_key == {}
 
 
 def test_slow_request_head_is_dropped(make_harness):
