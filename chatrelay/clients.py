@@ -49,12 +49,21 @@ def in_networks(text, networks):
 class ClientAddresses:
     """Resolves a connection's client address, trusting X-Forwarded-For only from trusted proxies."""
 
-    def __init__(self, trusted_proxies=()):
+    def __init__(self, trusted_proxies=(), max_remembered=1024):
         self.trusted = parse_networks(trusted_proxies)
+        self.max_remembered = max_remembered
+        self._trusts = {}  # TCP peer: whether it is a trusted proxy (a few proxies, asked per connection)
 
     def trusts(self, tcp_peer):
         """Whether `tcp_peer` is a trusted proxy."""
-        return in_networks(tcp_peer, self.trusted)
+        if not self.trusted:
+            return False
+        trusted = self._trusts.get(tcp_peer)
+        if trusted is None:
+            if len(self._trusts) >= self.max_remembered:
+                self._trusts.clear()
+            trusted = self._trusts[tcp_peer] = in_networks(tcp_peer, self.trusted)
+        return trusted
 
     def resolve(self, tcp_peer, forwarded_for):
         """The client's address: the TCP peer, or, when that is a trusted proxy, the rightmost

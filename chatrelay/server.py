@@ -42,13 +42,15 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
     _upstream = None
     _head_timer = None  # set while the request head is still to come
     _head_peer = None
+    _tcp_peer = None  # the transport's peer address (Twisted builds a new one per getPeer)
 
     def connectionMade(self):
         """Twisted API: a connection over the limits on request heads still to come is dropped
         at once (no request was read to answer)."""
         super().connectionMade()
         self.factory.live.add(self)
-        peer = peer_host(self.transport.getPeer())
+        self._tcp_peer = self.transport.getPeer()
+        peer = peer_host(self._tcp_peer)
         self._head_peer = None if self.factory.clients.trusts(peer) else peer
         if not self.factory.limits.start_head(self._head_peer):
             self.factory.metrics.handshake("over_head_limit", "none")
@@ -135,7 +137,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self.factory.limits.end_head(self._head_peer)
 
     def _resolve_client(self, forwarded_for):
-        return self.factory.clients.resolve(peer_host(self.transport.getPeer()), forwarded_for)
+        return self.factory.clients.resolve(peer_host(self._tcp_peer), forwarded_for)
 
     # The WebSocket handshake.
 
@@ -143,7 +145,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
         self.client = self._resolve_client(request.headers.get("x-forwarded-for"))
         self.report = ConnectionReport(
-            self.factory.reactor, self.client, peer_label(self.transport.getPeer()), self.factory.metrics.ended
+            self.factory.reactor, self.client, peer_label(self._tcp_peer), self.factory.metrics.ended
         )
         try:
             self.factory.limits.admit(self.client)

@@ -92,6 +92,15 @@ def test_unix_socket_peers_are_not_trusted_unless_listed():
     assert ClientAddresses(["127.0.0.0/8"]).resolve("unix", "198.51.100.1") == "unix"
 
 
+def test_trusted_proxy_answers_stay_right_when_remembered_and_forgotten():
+    """The answer for a peer is remembered, and stays right when the bounded memory is cleared."""
+    clients = ClientAddresses(["127.0.0.0/8"], max_remembered=2)
+    peers = ["127.0.0.1", "192.0.2.1", "127.0.0.2", "192.0.2.2", "127.0.0.1", "192.0.2.1"]
+    assert [clients.trusts(peer) for peer in peers + peers] == [True, False, True, False, True, False] * 2
+    assert len(clients._trusts) <= 2
+    assert not ClientAddresses().trusts("127.0.0.1")
+
+
 def test_ipv6_clients_are_limited_per_64(make_harness):
     """One IPv6 host commonly holds a whole /64: the per-client limit counts the /64."""
     harness = make_harness(limits=Limits(max_connections=100, max_per_client=2))
