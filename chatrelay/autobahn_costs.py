@@ -14,38 +14,33 @@
   relayed message's final frame for the peer's delayed ACK (about 40 ms per message).
 """
 
+import functools
 from pprint import pformat
 
 import autobahn.twisted.websocket as _twisted_websocket
 import autobahn.websocket.protocol as _websocket_protocol
 
 
-class _Lazy:
-    """Formats as `function(*args, **kwargs)` would, computed only when formatted."""
+class _Lazy(functools.partial):
+    """Formats as `function(*args, **kwargs)` would, computed only when formatted.
 
-    __slots__ = ("_call",)
+    A partial, so that making one (for every helper call, formatted or not) runs no Python code.
+    """
 
-    def __init__(self, function, args, kwargs):
-        self._call = (function, args, kwargs)
-
-    def _value(self):
-        function, args, kwargs = self._call
-        return function(*args, **kwargs)
+    __slots__ = ()
 
     def __str__(self):
-        return str(self._value())
+        return str(self())
 
     def __repr__(self):
-        return repr(self._value())
+        return repr(self())
 
     def __format__(self, spec):
-        return format(self._value(), spec)
+        return format(self(), spec)
 
 
 def _lazy(function):
-    def deferred(*args, **kwargs):
-        return _Lazy(function, args, kwargs)
-
+    deferred = functools.partial(_Lazy, function)
     deferred.lazy_original = function
     return deferred
 

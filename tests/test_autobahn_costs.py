@@ -18,6 +18,20 @@ def test_debug_helpers_format_the_same_text_lazily():
         assert str(helper(value)) == str(original(value))
 
 
+def test_a_lazy_helper_does_its_work_only_when_formatted():
+    """Calling a lazy helper costs no call of the original; formatting the result makes one."""
+    calls = []
+
+    def helper(value):
+        calls.append(value)
+        return f"<{value}>"
+
+    lazy = autobahn_costs._lazy(helper)(7)
+    assert calls == []
+    assert (f"{lazy}", f"{lazy:>5}", repr(lazy)) == ("<7>", "  <7>", "'<7>'")
+    assert calls == [7, 7, 7]
+
+
 def test_protocol_options_live_on_the_class(harness):
     """Each leg reads the factory's options without holding a copy of its own."""
     leg = harness.factory.buildProtocol(None)
