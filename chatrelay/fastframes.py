@@ -41,14 +41,16 @@ def route(leg, sink):
     return masked, limit, leg.utf8validateIncoming
 
 
-def ping_frame(payload, masked):
-    """A complete ping frame (payload at most 125 bytes), masked with a fresh key if `masked`."""
+def control_frame(opcode, payload, masked):
+    """A complete control frame (close 8, ping 9 or pong 10; payload at most 125 bytes), masked
+    with a fresh key if `masked`."""
     length = len(payload)
+    b0 = 0x80 | opcode
     if not masked:
-        return bytes((_PING, length)) + payload
+        return bytes((b0, length)) + payload
     key = _new_key()
     masked_payload = (_from_bytes(payload, "little") ^ _repeated(key, length)).to_bytes(length, "little")
-    return bytes((_PING, 0x80 | length)) + key + masked_payload
+    return bytes((b0, 0x80 | length)) + key + masked_payload
 
 
 def forward(leg, data):

@@ -135,8 +135,7 @@ class LegMixin:
 
     def _sendAutoPing(self):
         """Autobahn API: send the keepalive ping and start its timeout, as Autobahn does (the
-        same payload: the time sent and a sequence number), but framed in one step (Autobahn
-        builds a masker object for every frame)."""
+        same payload: the time sent and a sequence number)."""
         self.autoPingPendingCall = None
         if self.state != _OPEN:
             return  # closing: the close handshake's own timeout applies
@@ -144,11 +143,23 @@ class LegMixin:
         self.autoPingPendingSeq += 1
         ping = struct.pack(">QL", self.autoPingPendingSent, self.autoPingPendingSeq)
         self.autoPingPending = self.own_ping = ping
-        self.sendData(fastframes.ping_frame(ping, masked=not self.factory.isServer))
+        self.sendFrame(opcode=9, payload=ping)
         if self.autoPingTimeout:
             self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
                 self.autoPingTimeout, self.onAutoPingTimeout
             )
+
+    def sendFrame(self, opcode, payload=b"", fin=True, rsv=0, mask=None, payload_len=None,
+                  chopsize=None, sync=False):
+        """Autobahn API: a control frame (a close, ping or pong) is framed in one step, masked
+        as Autobahn would mask it (Autobahn builds a masker object for each frame it masks);
+        any other frame, and any request of Autobahn's fuzzing options, as Autobahn does."""
+        if opcode < 8 or not fin or rsv or mask or payload_len is not None or self.logFrames:
+            return super().sendFrame(opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
+        masked = self.maskServerFrames if self.factory.isServer else self.maskClientFrames
+        if len(payload) > 125 or (masked and not self.applyMask):
+            return super().sendFrame(opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
+        self.sendData(fastframes.control_frame(opcode, payload, masked), sync, chopsize)
 
     def own_pong_received(self):
         """The peer answered the relay's keepalive ping (the fast path found the pong; for one

@@ -664,3 +664,31 @@ def test_a_late_answer_after_traffic_stood_in_does_not_add_a_ping(make_harness, 
     assert len(browser.pings) == 2
     harness.advance(1.3)  # 21.5: no other ping for the late pong (that would come at 21)
     assert len(browser.pings) == 2
+
+
+@pytest.mark.parametrize("opcode", [0x8, 0x9, 0xA])
+@pytest.mark.parametrize("length", [0, 1, 2, 5, 123, 125])
+def test_legs_frame_control_frames_as_autobahn_would(harness, monkeypatch, opcode, length):
+    """A close, ping or pong a leg sends is, byte for byte, the frame Autobahn would have sent:
+    masked with a fresh key toward the upstream, unmasked toward the browser."""
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    from chatrelay import masking
+
+    class FixedKeys:
+        def key(self):
+            return b"\x0a\x0b\x0c\x0d"
+
+    monkeypatch.setattr(masking, "KEYS", FixedKeys())
+    monkeypatch.setattr(fastframes, "_new_key", FixedKeys().key)
+    joined(harness)
+    browser_leg, upstream_leg = relay_legs(harness, "browser")
+    payload = bytes(range(7, 7 + length))
+    for leg in (browser_leg, upstream_leg):
+        sent = []
+        monkeypatch.setattr(leg, "sendData", lambda data, sync=False, chopsize=None: sent.append(data))
+        leg.sendFrame(opcode=opcode, payload=payload)
+        WebSocketProtocol.sendFrame(leg, opcode=opcode, payload=payload)
+        ours, autobahns = sent
+        assert ours == autobahns
+        assert bool(ours[1] & 0x80) == (leg is upstream_leg)
