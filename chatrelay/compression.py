@@ -2,7 +2,7 @@
 
 Autobahn keeps a zlib compressor and decompressor per connection once a message has passed,
 and frees neither while the connection lives: about 97 KiB per compressed leg with zlib's
-standard window (15 bits) and memory level (8), measured in docs/conformance.md. Smaller
+standard window (15 bits) and memory level (8), measured as the README says. Smaller
 memory levels save memory but make the relay several times slower on incompressible data,
 so the standard parameters are kept and compression is off by default (`--compression`).
 """

@@ -28,7 +28,7 @@ class RelayMetrics:
             "chatrelay_connections", "Browser connections, whatever their stage.", registry=self.registry
         )
         self.handshakes = Counter(
-            "chatrelay_handshakes", "Browser handshakes by outcome: ok, or the refusal's name.",
+            "chatrelay_handshakes", "Browser handshakes by outcome: relayed, or the refusal's name.",
             ["outcome", "code"], registry=self.registry,
         )
         self.closes = Counter(
