@@ -29,6 +29,10 @@ _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CLOSED = WebSocketProtocol.STATE_CLOSED
 
 
+def _nothing(result):
+    return None
+
+
 def _valid_utf8(raw):
     try:
         raw.decode("utf-8")
@@ -272,6 +276,17 @@ class LegMixin:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
         super().connectionLost(reason)
+        self._let_go()
+
+    def _let_go(self):
+        # A pair's objects refer to each other (legs, relay, directions, report, attempt). Once
+        # a leg is gone it drops its references into the pair, so that a finished pair is freed
+        # at once by reference counting, not later by the cyclic garbage collector, whose
+        # passes cost about 4% of a connection's CPU (docs/performance.md). Autobahn resolved
+        # is_closed with this leg: from here on it holds None.
+        self.is_closed.addCallback(_nothing)
+        self.relay = None
+        self.outbound = NOWHERE
 
     fast_frames = None  # fastframes.route(self, sink) while the pair relays without compression
 
@@ -345,6 +360,7 @@ class UpstreamLeg(LegMixin, WebSocketClientProtocol):
         super().connectionLost(reason)
         if self.factory.registry is not None:
             self.factory.registry.forget(self)
+        self.factory.attempt = None  # which refers to this leg (see LegMixin._let_go)
 
     def onOpen(self):
         """IWebSocketChannel API."""
@@ -398,7 +414,7 @@ class UpstreamFactory(WebSocketClientFactory):
     """Builds the one upstream leg for one browser connection.
 
     Use `for_settings`: its class holds the configuration, set up once, so that each
-    connection's factory holds only its own target, subprotocols and relay.
+    connection's factory holds only its own target and subprotocols.
     """
 
     protocol = UpstreamLeg
@@ -415,10 +431,9 @@ class UpstreamFactory(WebSocketClientFactory):
         template.setProtocolOptions(openHandshakeTimeout=0, **settings.upstream_options)
         return type(cls.__name__, (cls,), vars(template))
 
-    def __init__(self, target, protocols, relay, registry=None):
+    def __init__(self, target, protocols, registry=None):
         self.setSessionParameters(target.url, None, protocols or None, "chatrelay")
         self.resource = target.resource  # what the allowlist checked, not Autobahn's own parse
-        self.relay = relay
         self.registry = registry  # the RelayServerFactory that counts the leg while it lives
         self.attempt = None
 

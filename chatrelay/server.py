@@ -68,6 +68,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         if self._admitted:
             self.factory.limits.release(self.client)
         self.factory.forget(self)
+        self.report = None  # which refers to this leg, through its traffic counters (see _let_go)
 
     # The request head: bounded in size and time, and plain HTTP served without an upgrade.
 
@@ -156,7 +157,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         self.report.target = target.origin
         self.relay = Relay(self.factory.reactor, self.factory.close_timeout, self.report,
                            self.factory.limits.idle_timeout)
-        self._attempt = self.factory.open_upstream(target, request.protocols, self.relay)
+        self._attempt = self.factory.open_upstream(target, request.protocols)
         opened = self._attempt.result
         opened.addCallbacks(self._upstream_opened, self._upstream_failed, errbackArgs=(request,))
         return opened
@@ -275,9 +276,9 @@ class RelayServerFactory(WebSocketServerFactory):
         super().setProtocolOptions(**options)
         self.protocol = autobahn_costs.options_on_class(type(self).protocol, self)
 
-    def open_upstream(self, target, protocols, relay):
-        """Start an UpstreamAttempt for `target` on behalf of `relay`."""
-        factory = self._upstream_factory(target, protocols, relay, registry=self)
+    def open_upstream(self, target, protocols):
+        """Start an UpstreamAttempt for `target`."""
+        factory = self._upstream_factory(target, protocols, registry=self)
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):

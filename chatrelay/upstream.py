@@ -131,6 +131,7 @@ class UpstreamAttempt:
 
     def opened(self, leg):
         """The leg completed its WebSocket handshake."""
+        self._leg = None  # from here on, aborting it is the relay's business, not the attempt's
         if not self.result.called:
             self._stop_timer()
             self.result.callback(leg)

@@ -61,15 +61,15 @@ def test_a_function_option_is_not_bound_to_the_protocol():
 
 
 def test_upstream_factories_share_their_configuration(harness):
-    """Each connection's upstream factory holds only its target, subprotocols and relay."""
+    """Each connection's upstream factory holds only its target and subprotocols."""
     from chatrelay.targets import parse_target
 
     configured = harness.factory._upstream_factory
     target = parse_target("ws://upstream.test/chat/k?token=t&clientType=web")
-    one, two = configured(target, ["chat"], "relay-1"), configured(target, None, "relay-2")
+    one, two = configured(target, ["chat"]), configured(target, None)
     assert issubclass(configured, UpstreamFactory)
     assert one.protocol is two.protocol
     assert one.protocol.maxMessagePayloadSize == harness.factory.maxMessagePayloadSize
     assert one.protocols == ["chat"] and two.protocols == []
-    assert one.relay == "relay-1" and not hasattr(configured, "relay")
+    assert one.resource == two.resource == "/chat/k?token=t&clientType=web"
     assert one.resource == "/chat/k?token=t&clientType=web"

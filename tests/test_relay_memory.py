@@ -94,7 +94,7 @@ def test_upstream_request_line_is_the_checked_path_and_query(harness):
 
     target = Target(url="ws://upstream.test/chat/..;x?q=1", scheme="ws", host="upstream.test", port=80,
                     path="/chat/..;x", query="q=1")
-    assert harness.factory._upstream_factory(target, None, None).resource == "/chat/..;x?q=1"
+    assert harness.factory._upstream_factory(target, None).resource == "/chat/..;x?q=1"
 
 
 def test_an_upstream_that_opens_after_its_browser_was_refused_is_closed_and_reported(harness, log_events):
@@ -713,3 +713,45 @@ def test_connections_leave_nothing_behind(make_harness):
     after = census()
     assert {kind: after[kind] - before[kind] for kind in after if after[kind] - before[kind] > 20} == {}
     assert len(harness.factory.live) == 1 and harness.factory.limits.total == 1
+
+
+def drop_connections(harness):
+    """Let go of the harness's finished connections, and of their protocols, as Twisted's TCP
+    transport does when its connection is lost (iosim's transports keep theirs)."""
+    for pump in harness.pumps:
+        pump.clientIO.protocol = pump.serverIO.protocol = None
+    harness.pumps.clear()
+
+
+@pytest.mark.parametrize("ending", ["browser_close", "upstream_close", "upstream_drop", "bad_key"])
+def test_a_finished_pair_is_freed_without_the_cyclic_garbage_collector(harness, ending):
+    """Once both legs are gone, nothing of the pair refers to itself: legs, relay and report are
+    freed by reference counting at once, not by a later pass of the cyclic collector."""
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        browser = harness.browser(relay_query(key="wrong") if ending == "bad_key" else None)
+        browser_leg = harness.pumps[-1].server
+        kept = [browser_leg]  # a refused one is gone already, and with it its report
+        if ending != "bad_key":
+            upstream = harness.upstream()
+            kept += [browser_leg.report, browser_leg.relay, browser_leg.relay.upstream]
+            browser.sendMessage(b'{"type":"ping"}')
+            harness.flush()
+            if ending == "browser_close":
+                browser.sendCloseFrame(4000, b"bye")
+            elif ending == "upstream_close":
+                upstream.sendCloseFrame(4001, b"bye")
+            else:
+                upstream.transport.loseConnection()
+        harness.advance(10)
+        assert browser.closed is not None and not harness.factory.live and not harness.factory.upstream_live
+        alive = [weakref.ref(thing) for thing in kept]
+        names = [type(thing).__name__ for thing in kept]
+        del kept, browser_leg
+        drop_connections(harness)
+        assert [name for name, ref in zip(names, alive) if ref() is not None] == []
+    finally:
+        gc.enable()
