@@ -1,6 +1,33 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and a time limit on every test that waits in the reactor."""
+
+import functools
 
 import pytest
+
+from twisted.internet import defer
+
+TEST_WAIT = 60  # seconds a test may wait in the reactor; the longest takes about 5
+
+
+def pytest_collection_modifyitems(items):
+    """Bound every plain test function that returns a Deferred (inlineCallbacks tests): past
+    TEST_WAIT it is cancelled, and fails with TimeoutError, however its waits were written."""
+    for item in items:
+        if type(item) is pytest.Function:
+            item.obj = _bounded(item.obj)
+
+
+def _bounded(test):
+    @functools.wraps(test)
+    def bounded(*args, **kwargs):
+        result = test(*args, **kwargs)
+        if isinstance(result, defer.Deferred):
+            from twisted.internet import reactor
+
+            result.addTimeout(TEST_WAIT, reactor)
+        return result
+
+    return bounded
 
 
 @pytest.fixture

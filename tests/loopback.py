@@ -1,11 +1,14 @@
 """Loopback helpers: the installed `twistd chatrelay` as a subprocess, and a browser-like client."""
 
+import functools
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from urllib.parse import urlencode
 
 from twisted.internet import defer, protocol
@@ -116,6 +119,7 @@ def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay
     twistd starts the listeners in order, each completely, so those in `listen_first` already
     listen by then; those in ARGS may not yet (a Unix port logs "starting on" before binding).
     """
+    _check_installed_is_the_source()
     relay = RelayProcess()
     environment = {key: value for key, value in os.environ.items() if key != "BINANCE_PROXY_TOKEN"}
     if token is not None:
@@ -126,6 +130,24 @@ def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay
     argv = [twistd_path(), "-n", "--pidfile=", *choice, "chatrelay", *listen_first, "--listen", "tcp:0:interface=127.0.0.1", *args]
     reactor.spawnProcess(relay, argv[0], argv, env=environment, path=tempfile.gettempdir())
     return relay.started.addTimeout(WAIT, reactor)
+
+
+@functools.cache
+def _check_installed_is_the_source():
+    # twistd runs the installed chatrelay (its plugin is found there, and the relay runs from
+    # the temporary directory): a test of a stale install would test old code.
+    found = subprocess.run(
+        [sys.executable, "-c", "import chatrelay, os; print(os.path.dirname(chatrelay.__file__))"],
+        cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=WAIT, check=True,
+    )
+    installed = Path(found.stdout.strip())
+    source = Path(__file__).resolve().parent.parent / "chatrelay"
+    stale = [
+        str(path.relative_to(source)) for path in sorted(source.rglob("*.py"))
+        if not (installed / path.relative_to(source)).is_file()
+        or (installed / path.relative_to(source)).read_bytes() != path.read_bytes()
+    ]
+    assert not stale, f"the installed chatrelay differs from the source in {stale}: run `pip install --no-deps .`"
 
 
 def relay_url(port, target, key=TOKEN, path="/chat-relay//", base="ws://127.0.0.1"):
