@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from twisted.internet import error
 from twisted.logger import formatEvent
 
 from chatrelay.clients import ClientAddresses
@@ -314,6 +315,21 @@ def test_idle_pair_is_closed_with_1001(make_harness):
     assert browser.closed[1] == 1001 and upstream.closed[1] == 1001
 
 
+def test_a_pair_with_traffic_from_binance_only_is_not_idle(make_harness):
+    """A user who only reads (Binance pushes, the browser sends nothing) keeps the pair open."""
+    harness = make_harness(limits=Limits(idle_timeout=100.0))
+    browser = harness.browser()
+    upstream = harness.upstream()
+    for _ in range(5):
+        harness.advance(60)
+        upstream.sendMessage(b'{"type":"message"}')
+        harness.flush()
+    assert browser.closed is None and len(browser.messages) == 5
+    for _ in range(3):  # a Clock runs no timer that a timer set during the same advance
+        harness.advance(100)
+    assert browser.closed[1] == 1001 and upstream.closed[1] == 1001
+
+
 # Origins.
 
 def test_origin_not_listed_gets_4403(make_harness):
@@ -370,17 +386,22 @@ def test_bad_tickets_get_4401(make_harness, case):
 # Health and metrics, on the same port.
 
 def test_healthz_reports_connections_and_503_while_stopping(make_harness):
-    """200 with counts; 503 once the relay is shutting down."""
+    """200 with counts (this request's own connection included); 503 once the service stops."""
+    from chatrelay.service import RelayService
+
     harness = make_harness()
     status = StatusPages(harness.factory)
     status.install(harness.factory.routes)
+    service = RelayService(harness.clock, harness.factory, status)
+    service.startService()
     harness.browser()
     harness.upstream()
     code, body = get(harness, "/healthz")
     assert code == 200
     assert json.loads(body) == {"status": "ok", "connections": 2, "pairs": 1}
-    status.stopping = True
-    assert get(harness, "/chat-relay/healthz")[0] == 503
+    service.stopService()
+    code, body = get(harness, "/chat-relay/healthz")
+    assert code == 503 and json.loads(body)["status"] == "stopping"
 
 
 def test_metrics_count_handshakes_closes_and_traffic(make_harness):
@@ -403,8 +424,28 @@ def test_metrics_count_handshakes_closes_and_traffic(make_harness):
     harness.flush()
     text = get(harness, "/metrics")[1].decode()
     assert 'chatrelay_closes_total{code="4xxx",side="upstream"} 1.0' in text
+    assert 'chatrelay_closes_total{code="4xxx",side="browser"} 1.0' in text
+    assert 'chatrelay_closes_total{code="4401",side="browser"} 1.0' in text
     assert "chatrelay_open_pairs 0.0" in text
     assert 'chatrelay_relayed_bytes_total{direction="browser_to_upstream"} 5.0' in text
+
+
+def test_metrics_count_every_kind_of_refusal(make_harness):
+    """Refusals with the relay's own codes and with standard ones (1013, 1014, 1001) alike."""
+    harness = make_harness(limits=Limits(max_connections=1))
+    StatusPages(harness.factory).install(harness.factory.routes)
+    harness.browser(relay_query(target="http://upstream.test/chat/x"))
+    refused_upstream = harness.browser()
+    harness.refuse_upstream(error.ConnectionRefusedError())
+    kept = harness.browser()
+    harness.browser()
+    harness.factory.shut_down()
+    harness.flush()
+    assert (refused_upstream.closed[1], kept.closed[1]) == (1014, 1001)
+    text = get(harness, "/metrics")[1].decode()
+    for code, outcome in (("4400", "bad_target"), ("1014", "upstream_failed"), ("1013", "over_capacity"),
+                          ("1001", "shutdown")):
+        assert f'chatrelay_handshakes_total{{code="{code}",outcome="{outcome}"}} 1.0' in text
 
 
 @pytest.mark.parametrize("code, label", [

@@ -262,10 +262,14 @@ def test_browser_ping_reaches_upstream_and_pong_comes_back(harness):
     assert browser.pongs == [b"hello?"]
 
 
-def test_keepalive_pings_stay_on_their_leg(make_harness):
-    """The relay's own pings and their pongs are never passed through."""
-    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
-    browser, upstream = joined(harness)
+@pytest.mark.parametrize("compression", ["none", "browser"])
+def test_keepalive_pings_stay_on_their_leg(make_harness, compression):
+    """The relay's own pings and their pongs are never passed through, on the fast path and on
+    Autobahn's (a compressed leg)."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0, compression=compression)
+    browser = harness.browser(deflate=compression != "none")
+    upstream = harness.upstream()
+    assert (browser._perMessageCompress is not None) == (compression != "none")
     harness.advance(10.5)
     assert len(browser.pings) == 1 and len(upstream.pings) == 1
     assert browser.pongs == [] and upstream.pongs == []
@@ -755,3 +759,60 @@ def test_a_finished_pair_is_freed_without_the_cyclic_garbage_collector(harness, 
         assert [name for name, ref in zip(names, alive) if ref() is not None] == []
     finally:
         gc.enable()
+
+
+def ignoring_closes(peer):
+    """Make a harness peer neither answer a close nor drop TCP after one (a stalled Binance);
+    the codes of the closes it ignored are in its `ignored_closes`."""
+    peer.ignored_closes = []
+    peer.onCloseFrame = lambda code, reason: peer.ignored_closes.append(code)
+    return peer
+
+
+def test_a_close_waiting_for_its_answer_is_answered_when_the_other_side_drops(harness):
+    """The browser's close waits for Binance's answer; Binance drops TCP instead: the browser's
+    close is answered at once, not after --close-timeout."""
+    browser, upstream = joined(harness)
+    ignoring_closes(upstream)
+    browser.sendCloseFrame(4000, b"bye")
+    harness.flush()
+    assert browser.closed is None and upstream.ignored_closes == [4000]
+    upstream.transport.loseConnection()
+    harness.flush()
+    assert browser.closed == (True, 4000, "bye")
+
+
+def test_a_close_waiting_for_its_answer_is_answered_when_the_relay_shuts_down(harness):
+    """SIGTERM while the browser's close waits for Binance's answer: the close is answered at
+    once (the close timeout is longer than the shutdown's grace period)."""
+    browser, upstream = joined(harness)
+    ignoring_closes(upstream)
+    browser.sendCloseFrame(4000, b"bye")
+    harness.flush()
+    assert browser.closed is None and upstream.ignored_closes == [4000]
+    harness.factory.shut_down()
+    harness.flush()
+    assert browser.closed == (True, 4000, "bye")
+
+
+def test_shutdown_drops_connections_still_sending_their_request(harness):
+    """A connection that has not sent its whole request head is dropped at shutdown, so that
+    shutdown does not wait for --handshake-timeout."""
+    client = harness.raw()
+    client.transport.write(b"GET /chat-relay/ HTTP/1.1\r\n")
+    harness.flush()
+    idle = harness.factory.shut_down()
+    harness.flush()
+    assert client.transport.disconnected and idle.called
+
+
+def test_the_subprotocol_binance_chose_reaches_the_browser(harness, monkeypatch):
+    """The browser's offered subprotocols go upstream; the one Binance accepts comes back in the
+    101 (a browser fails a handshake that offered some and got none back)."""
+    from tests.memory import UpstreamServer
+
+    monkeypatch.setattr(UpstreamServer, "onConnect", lambda self, request: request.protocols[-1])
+    browser = harness.browser(protocols=["v1.chat", "v2.chat"])
+    upstream = harness.upstream()
+    assert upstream.websocket_protocol_in_use == "v2.chat"
+    assert browser.websocket_protocol_in_use == "v2.chat"
