@@ -39,7 +39,7 @@ def relay(fake):
 
     process = pytest_twisted.blockon(
         start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
-                    "--allow-target", "ws://127.0.0.1:*/elsewhere/", "--connect-timeout", "2")
+                    "--allow-target", "ws://127.0.0.1:*/elsewhere/", "--connect-timeout", "4")
     )
     yield process
     process.kill()
@@ -269,8 +269,8 @@ def test_upstream_rejecting_the_handshake_gives_1014(reactor, relay, fake):
 
 @pytest_twisted.inlineCallbacks
 def test_upstream_too_slow_gives_1014(reactor, relay, fake):
-    """A Binance handshake slower than --connect-timeout (2 s here)."""
-    fake.delay_next_handshake(5)
+    """A Binance handshake slower than --connect-timeout (4 s here)."""
+    fake.delay_next_handshake(8)
     factory = browse(reactor, relay, fake.chat_url())
     yield factory.opened
     assert (yield factory.closed) == (True, 1014, "upstream timed out")
@@ -312,14 +312,14 @@ def test_browser_ping_reaches_binance_and_its_pong_returns(reactor, relay, fake)
 
 @pytest_twisted.inlineCallbacks
 def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
-    """With keepalives every second (and a second to answer), the browser and Binance each get
-    the relay's pings and answer them; the pair outlives several, neither side sees the other's
-    answers, and messages still flow."""
+    """With keepalives every second (and two to answer: Autobahn's timers are whole seconds),
+    the browser and Binance each get the relay's pings and answer them; the pair outlives
+    several, neither side sees the other's answers, and messages still flow."""
     process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
-                                "--ping-interval", "1", "--ping-timeout", "1")
+                                "--ping-interval", "1", "--ping-timeout", "2")
     try:
         factory, browser, binance = yield open_pair(reactor, process, fake)
-        for _ in range(3):
+        for _ in range(5):
             yield browser.next_ping().addTimeout(WAIT, reactor)
             yield binance.next_ping().addTimeout(WAIT, reactor)
         browser.sendMessage(b'{"type": "ping"}')

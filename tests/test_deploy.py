@@ -218,7 +218,7 @@ def test_metrics_are_not_served_through_nginx(reactor, stack):
     assert statuses == {"/healthz": 200, "/metrics": 404, "/x/metrics": 404, "/chat-relay/metrics": 404}
 
 
-def test_systemd_unit_verifies():
+def test_systemd_unit_verifies(tmp_path):
     """etc/systemd/chatrelay.service passes systemd-analyze verify (with this machine's twistd)."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -226,8 +226,7 @@ def test_systemd_unit_verifies():
     unit = (ETC / "systemd" / "chatrelay.service").read_text()
     assert "EnvironmentFile=" in unit and "Restart=on-failure" in unit and "DynamicUser=yes" in unit
     assert "--reactor=chatrelay --logger=chatrelay.logs.observer chatrelay" in unit
-    local = Path(os.environ.get("TMPDIR", "/tmp")) / f"chatrelay-verify-{os.getpid()}" / "chatrelay.service"
-    local.parent.mkdir(exist_ok=True)
+    local = tmp_path / "chatrelay.service"
     local.write_text(unit.replace("/opt/chatrelay/venv/bin/twistd", twistd_path()))
     result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

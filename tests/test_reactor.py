@@ -4,6 +4,7 @@ it, and its event dispatch keeps the epoll reactor's error handling."""
 import select
 import socket
 
+import pytest
 from zope.interface import implementer
 
 from twisted.internet import protocol, tcp
@@ -18,6 +19,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatrelay.reactor import RelayReactor
 
 RELAY_REACTOR = "chatrelay.reactor.RelayReactor"
+
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_directory(tmp_path, monkeypatch):
+    """Twisted's suites make their files (Unix sockets among them) with TestCase.mktemp, under
+    the working directory, which trial sets and pytest does not."""
+    monkeypatch.chdir(tmp_path)
 
 # Twisted's reactor conformance suites, as it runs them on its own reactors: TCP, TLS and UNIX
 # socket transports (`--listen unix:...`), ports, connectors, adoption, abort, producers,
