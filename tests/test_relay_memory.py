@@ -769,28 +769,20 @@ def ignoring_closes(peer):
     return peer
 
 
-def test_a_close_waiting_for_its_answer_is_answered_when_the_other_side_drops(harness):
-    """The browser's close waits for Binance's answer; Binance drops TCP instead: the browser's
-    close is answered at once, not after --close-timeout."""
+@pytest.mark.parametrize("event", ["binance_drops", "relay_shuts_down"])
+def test_a_close_waiting_for_its_answer_is_answered_at_once_when_the_pair_ends(harness, event):
+    """The browser's close waits for Binance's answer. If Binance drops TCP instead, or SIGTERM
+    comes, the browser's close is answered at once, not after --close-timeout (which is longer
+    than the shutdown's grace period)."""
     browser, upstream = joined(harness)
     ignoring_closes(upstream)
     browser.sendCloseFrame(4000, b"bye")
     harness.flush()
     assert browser.closed is None and upstream.ignored_closes == [4000]
-    upstream.transport.loseConnection()
-    harness.flush()
-    assert browser.closed == (True, 4000, "bye")
-
-
-def test_a_close_waiting_for_its_answer_is_answered_when_the_relay_shuts_down(harness):
-    """SIGTERM while the browser's close waits for Binance's answer: the close is answered at
-    once (the close timeout is longer than the shutdown's grace period)."""
-    browser, upstream = joined(harness)
-    ignoring_closes(upstream)
-    browser.sendCloseFrame(4000, b"bye")
-    harness.flush()
-    assert browser.closed is None and upstream.ignored_closes == [4000]
-    harness.factory.shut_down()
+    if event == "binance_drops":
+        upstream.transport.loseConnection()
+    else:
+        harness.factory.shut_down()
     harness.flush()
     assert browser.closed == (True, 4000, "bye")
 
