@@ -340,6 +340,7 @@ _HANDSHAKE_ONLY = (
     "http_request_data", "http_response_data", "http_headers", "http_status_line",
     "http_request_params", "http_request_uri", "http_request_path", "http_request_host",
     "websocket_extensions", "websocket_origin", "websocket_protocols", "websocket_key", "_wskey",
+    "_tcp_peer",  # the browser leg's (server.BrowserLeg)
 )
 
 

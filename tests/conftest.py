@@ -1,6 +1,7 @@
 """Shared pytest fixtures, and a time limit on every test that waits in the reactor."""
 
 import functools
+import inspect
 
 import pytest
 
@@ -10,8 +11,9 @@ TEST_WAIT = 60  # seconds a test may wait in the reactor; the longest takes abou
 
 
 def pytest_collection_modifyitems(items):
-    """Bound every plain test function that returns a Deferred (inlineCallbacks tests): past
-    TEST_WAIT it is cancelled, and fails with TimeoutError, however its waits were written."""
+    """Bound every plain test function that returns a Deferred or a coroutine (inlineCallbacks
+    and async tests): past TEST_WAIT it is cancelled, and fails with TimeoutError, whatever it
+    waits for (unless it catches the cancellation itself)."""
     for item in items:
         if type(item) is pytest.Function:
             item.obj = _bounded(item.obj)
@@ -21,6 +23,8 @@ def _bounded(test):
     @functools.wraps(test)
     def bounded(*args, **kwargs):
         result = test(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = defer.ensureDeferred(result)
         if isinstance(result, defer.Deferred):
             from twisted.internet import reactor
 

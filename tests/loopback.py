@@ -27,7 +27,9 @@ LOGGER = "chatrelay.logs.observer"
 
 
 def twistd_path():
-    """The twistd of the Python running the tests."""
+    """The twistd of the Python running the tests (which runs the installed chatrelay: checked
+    to be the source's)."""
+    _check_installed_is_the_source()
     beside = os.path.join(os.path.dirname(sys.executable), "twistd")
     return beside if os.path.exists(beside) else shutil.which("twistd")
 
@@ -119,7 +121,6 @@ def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay
     twistd starts the listeners in order, each completely, so those in `listen_first` already
     listen by then; those in ARGS may not yet (a Unix port logs "starting on" before binding).
     """
-    _check_installed_is_the_source()
     relay = RelayProcess()
     environment = {key: value for key, value in os.environ.items() if key != "BINANCE_PROXY_TOKEN"}
     if token is not None:
@@ -134,16 +135,17 @@ def start_relay(reactor, *args, token=TOKEN, env=None, twistd_reactor="chatrelay
 
 @functools.cache
 def _check_installed_is_the_source():
-    # twistd runs the installed chatrelay (its plugin is found there, and the relay runs from
+    # twistd runs the installed chatrelay and its plugins (found there, and the relay runs from
     # the temporary directory): a test of a stale install would test old code.
     found = subprocess.run(
         [sys.executable, "-c", "import chatrelay, os; print(os.path.dirname(chatrelay.__file__))"],
         cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=WAIT, check=True,
     )
-    installed = Path(found.stdout.strip())
-    source = Path(__file__).resolve().parent.parent / "chatrelay"
+    installed = Path(found.stdout.strip()).parent
+    source = Path(__file__).resolve().parent.parent
+    files = [*(source / "chatrelay").rglob("*.py"), *(source / "twisted" / "plugins").glob("chatrelay*.py")]
     stale = [
-        str(path.relative_to(source)) for path in sorted(source.rglob("*.py"))
+        str(path.relative_to(source)) for path in sorted(files)
         if not (installed / path.relative_to(source)).is_file()
         or (installed / path.relative_to(source)).read_bytes() != path.read_bytes()
     ]

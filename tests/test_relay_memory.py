@@ -808,3 +808,17 @@ def test_the_subprotocol_binance_chose_reaches_the_browser(harness, monkeypatch)
     upstream = harness.upstream()
     assert upstream.websocket_protocol_in_use == "v2.chat"
     assert browser.websocket_protocol_in_use == "v2.chat"
+
+
+def test_an_open_pair_keeps_nothing_only_the_handshake_needed(harness):
+    """Thousands of idle legs: once open, neither leg keeps the request, its headers or the
+    browser's peer address object."""
+    from chatrelay.legs import _HANDSHAKE_ONLY
+
+    joined(harness)
+    browser_leg = next(iter(harness.factory.live))
+    upstream_leg = browser_leg.relay.upstream
+    for leg in (browser_leg, upstream_leg):
+        assert [name for name in _HANDSHAKE_ONLY if name in vars(leg)] == []
+    assert "_tcp_peer" not in vars(browser_leg) and "http_headers" not in vars(browser_leg)
+    assert browser_leg.client == "192.0.2.7" and browser_leg.report.tcp_peer == "192.0.2.7:40000"
