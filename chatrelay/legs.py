@@ -158,10 +158,9 @@ class LegMixin:
         """Autobahn API: a control frame (a close, ping or pong) is framed in one step, masked
         as Autobahn would mask it (Autobahn builds a masker object for each frame it masks);
         any other frame, and any request of Autobahn's fuzzing options, as Autobahn does."""
-        if opcode < 8 or not fin or rsv or mask or payload_len is not None or self.logFrames:
-            return super().sendFrame(opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
         masked = self.maskServerFrames if self.factory.isServer else self.maskClientFrames
-        if len(payload) > 125 or (masked and not self.applyMask):
+        if (opcode < 8 or not fin or rsv or mask or payload_len is not None or self.logFrames
+                or len(payload) > 125 or (masked and not self.applyMask)):
             return super().sendFrame(opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
         self.sendData(fastframes.control_frame(opcode, payload, masked), sync, chopsize)
 

@@ -6,6 +6,7 @@ what the other side receives and how much the fast path itself took (the rest is
 
 import os
 import struct
+import types
 
 import pytest
 
@@ -675,12 +676,11 @@ def test_legs_frame_control_frames_as_autobahn_would(harness, monkeypatch, opcod
 
     from chatrelay import masking
 
-    class FixedKeys:
-        def key(self):
-            return b"\x0a\x0b\x0c\x0d"
+    def fixed_key():
+        return b"\x0a\x0b\x0c\x0d"
 
-    monkeypatch.setattr(masking, "KEYS", FixedKeys())
-    monkeypatch.setattr(fastframes, "_new_key", FixedKeys().key)
+    monkeypatch.setattr(masking, "KEYS", types.SimpleNamespace(key=fixed_key))  # Autobahn's keys
+    monkeypatch.setattr(fastframes, "_new_key", fixed_key)  # the relay's own
     joined(harness)
     browser_leg, upstream_leg = relay_legs(harness, "browser")
     payload = bytes(range(7, 7 + length))

@@ -4,6 +4,7 @@ import collections
 import gc
 import os
 import struct
+import weakref
 
 import pytest
 
@@ -731,8 +732,6 @@ def drop_connections(harness):
 def test_a_finished_pair_is_freed_without_the_cyclic_garbage_collector(harness, ending):
     """Once both legs are gone, nothing of the pair refers to itself: legs, relay and report are
     freed by reference counting at once, not by a later pass of the cyclic collector."""
-    import weakref
-
     gc.collect()
     gc.disable()
     try:
