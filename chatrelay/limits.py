@@ -4,7 +4,7 @@ import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from chatrelay import closecodes
 from chatrelay.clients import ip_address
@@ -33,9 +33,14 @@ HEAD_TOO_LARGE = HeadProblem(431, "Request Header Fields Too Large")
 LINE_TOO_LONG = HeadProblem(414, "URI Too Long")
 
 
+@lru_cache(maxsize=4096)
 def client_key(client):
     """What the per-client limit counts `client` as: its address, or for IPv6 its /64, which
-    a single host commonly holds whole (and can pick addresses from at will)."""
+    a single host commonly holds whole (and can pick addresses from at will).
+
+    Remembered for the last 4,096 clients: each connection asks twice (when counted and when
+    given back), and for IPv6 the answer costs an address parse.
+    """
     if ":" not in client:
         return client
     address = ip_address(client)
@@ -43,7 +48,7 @@ def client_key(client):
         return client
     if address.version == 4:  # an IPv4 client of a dual-stack listener (::ffff:a.b.c.d)
         return str(address)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return f"{ipaddress.IPv6Address(int(address) >> 64 << 64)}/64"
 
 
 class Slots:

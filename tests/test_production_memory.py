@@ -10,7 +10,8 @@ from twisted.logger import formatEvent
 from chatrelay.clients import ClientAddresses
 from chatrelay.closecodes import metric_label
 from chatrelay.credentials import mint_ticket
-from chatrelay.limits import Limits
+from chatrelay.gate import Refusal
+from chatrelay.limits import Limits, client_key
 from chatrelay.status import StatusPages
 from tests.memory import TOKEN, UPSTREAM_URL, close_frame_after_101, relay_query, upgrade_request
 
@@ -114,6 +115,21 @@ def test_ipv6_clients_are_limited_per_64(make_harness):
         assert harness.browser(peer=peer).closed is None
     assert harness.browser(peer="::ffff:192.0.2.3").closed[1] == 1013
     assert len(harness.held) == 7
+
+
+def test_ipv6_counts_are_given_back_per_64():
+    """An IPv6 /64's connections, counted and given back again and again, leave no count behind."""
+    limits = Limits(max_connections=100, max_per_client=2)
+    for _ in range(3):
+        limits.admit("2001:db8::1")
+        limits.admit("2001:db8::2:3")
+        with pytest.raises(Refusal):
+            limits.admit("2001:db8::ffff")
+        limits.release("2001:db8::2:3")
+        limits.release("2001:db8::1")
+    assert limits.total == 0 and not limits.admitted.by_key
+    assert client_key("2001:db8:0:1:ffff::1") == "2001:db8:0:1::/64"
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 # The request head: bounded, and junk dropped quickly without disturbing anyone.
