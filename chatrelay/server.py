@@ -282,7 +282,7 @@ class RelayServerFactory(WebSocketServerFactory):
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):
-        endpoint = endpoint_for(self.reactor, target, self._upstream_tls, self.connect_timeout)
+        endpoint = endpoint_for(self.reactor, target, self._upstream_tls)
         return UpstreamAttempt(self.reactor, endpoint, factory, self.connect_timeout)
 
     def shut_down(self):

@@ -74,15 +74,19 @@ class UpstreamTLS:
         return options
 
 
-def endpoint_for(reactor, target, tls, timeout):
+def endpoint_for(reactor, target, tls):
     """The client endpoint for a target (`tls`: an UpstreamTLS): always verify the certificate
-    and the host name."""
+    and the host name.
+
+    It has no timeout of its own: the UpstreamAttempt's one timer bounds the whole attempt,
+    connecting included (a second timer per connection would only race it).
+    """
     if isIPAddress(target.host):  # no name to resolve: no resolver thread per connection
-        endpoint = TCP4ClientEndpoint(reactor, target.host, target.port, timeout=timeout)
+        endpoint = TCP4ClientEndpoint(reactor, target.host, target.port, timeout=None)
     elif isIPv6Address(target.host):
-        endpoint = TCP6ClientEndpoint(reactor, target.host, target.port, timeout=timeout)
+        endpoint = TCP6ClientEndpoint(reactor, target.host, target.port, timeout=None)
     else:
-        endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+        endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=None)
     if target.secure:
         endpoint = wrapClientTLS(tls.for_host(target.host), endpoint)
     return endpoint

@@ -259,6 +259,20 @@ def refused_port():
     return holder, holder.getsockname()[1]
 
 
+def unanswered_port():
+    """A loopback port whose TCP handshakes never complete, as a host that drops SYNs: a
+    listener with a backlog of 0, its one place taken by a connection never accepted (Linux
+    drops SYNs while the accept queue is full). Returns the sockets to close and the port."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    return [filler, listener], port
+
+
 def wait_until_stalled(reactor, progress, quiet=1.0, limit=WAIT):
     """Fire once progress() stops changing for `quiet` seconds (or reaches None); at most `limit`."""
     done = defer.Deferred()

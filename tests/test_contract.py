@@ -18,6 +18,7 @@ from tests.loopback import (
     refused_port,
     relay_url,
     start_relay,
+    unanswered_port,
     wait_for_log,
     wait_until_stalled,
 )
@@ -256,6 +257,20 @@ def test_upstream_refusing_tcp_gives_1014(reactor, relay):
         assert (yield factory.closed) == (True, 1014, "upstream refused the connection")
     finally:
         holder.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_upstream_not_answering_tcp_gives_1014(reactor, relay):
+    """A target host that never answers the TCP handshake is given up after --connect-timeout
+    (4 s here)."""
+    holders, port = unanswered_port()
+    try:
+        factory = browse(reactor, relay, f"ws://127.0.0.1:{port}/elsewhere/x")
+        yield factory.opened
+        assert (yield factory.closed) == (True, 1014, "upstream connect timed out")
+    finally:
+        for holder in holders:
+            holder.close()
 
 
 @pytest_twisted.inlineCallbacks
