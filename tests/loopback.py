@@ -251,12 +251,13 @@ def open_browser(reactor, url, protocols=None, endpoint=None):
 
 
 def refused_port():
-    """A loopback port with nothing listening on it (bound, never listened, so nobody else gets it)."""
+    """A loopback port with nothing listening on it (bound, never listened, so nobody else gets
+    it). Returns the sockets to close and the port."""
     import socket
 
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
-    return holder, holder.getsockname()[1]
+    return [holder], holder.getsockname()[1]
 
 
 def unanswered_port():

@@ -247,27 +247,21 @@ def test_request_heads_still_to_come_are_limited_per_address(reactor, fake):
 
 # Upstream failures: 1014 with a reason that names the cause.
 
+@pytest.mark.parametrize(
+    "target_port, reason",
+    [
+        (refused_port, "upstream refused the connection"),  # nothing listening on the port
+        (unanswered_port, "upstream connect timed out"),  # SYNs dropped: after --connect-timeout (4 s)
+    ],
+)
 @pytest_twisted.inlineCallbacks
-def test_upstream_refusing_tcp_gives_1014(reactor, relay):
-    """Nothing listening on the target's port."""
-    holder, port = refused_port()
+def test_upstream_tcp_failures_give_1014(reactor, relay, target_port, reason):
+    """A target host that refuses or never answers the TCP handshake."""
+    holders, port = target_port()
     try:
         factory = browse(reactor, relay, f"ws://127.0.0.1:{port}/elsewhere/x")
         yield factory.opened
-        assert (yield factory.closed) == (True, 1014, "upstream refused the connection")
-    finally:
-        holder.close()
-
-
-@pytest_twisted.inlineCallbacks
-def test_upstream_not_answering_tcp_gives_1014(reactor, relay):
-    """A target host that never answers the TCP handshake is given up after --connect-timeout
-    (4 s here)."""
-    holders, port = unanswered_port()
-    try:
-        factory = browse(reactor, relay, f"ws://127.0.0.1:{port}/elsewhere/x")
-        yield factory.opened
-        assert (yield factory.closed) == (True, 1014, "upstream connect timed out")
+        assert (yield factory.closed) == (True, 1014, reason)
     finally:
         for holder in holders:
             holder.close()
