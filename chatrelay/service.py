@@ -13,16 +13,18 @@ log = Logger(namespace="chatrelay.service")
 
 
 class RelayService(MultiService):
-    """Shares upstream host name lookups (answers kept `dns_ttl` seconds) while running; stops
-    listening, then closes every connection with 1001, waiting `grace` seconds at most."""
+    """Shares upstream host name lookups (answers kept `dns_ttl` seconds) and applies the
+    `collector` settings (a collector.CollectorSettings) while running; stops listening, then
+    closes every connection with 1001, waiting `grace` seconds at most."""
 
-    def __init__(self, reactor, factory, status=None, grace=4.0, dns_ttl=30.0):
+    def __init__(self, reactor, factory, status=None, grace=4.0, dns_ttl=30.0, collector=None):
         super().__init__()
         self.reactor = reactor
         self.factory = factory
         self.status = status
         self.grace = grace
         self.dns_ttl = dns_ttl
+        self.collector = collector
         self.lookups = None
         self._legacy_resolver = None
 
@@ -32,6 +34,8 @@ class RelayService(MultiService):
             self.lookups = SharedLookups(self.reactor, self.reactor.nameResolver, ttl=self.dns_ttl)
             self._legacy_resolver = getattr(self.reactor, "resolver", None)
             self.reactor.installNameResolver(self.lookups)  # which also replaces reactor.resolver
+        if self.collector is not None:
+            self.collector.apply()
         super().startService()
 
     def stopService(self):
@@ -40,6 +44,8 @@ class RelayService(MultiService):
             self.reactor.installNameResolver(self.lookups.resolver)
             self.reactor.resolver = self._legacy_resolver
         self.lookups = None
+        if self.collector is not None:
+            self.collector.restore()
         if self.status is not None:
             self.status.stopping = True
         stopped = super().stopService()

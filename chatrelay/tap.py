@@ -15,6 +15,7 @@ import autobahn.websocket
 
 from chatrelay import __version__
 from chatrelay.clients import ClientAddresses, parse_networks
+from chatrelay.collector import CollectorSettings
 from chatrelay.compression import LEGS
 from chatrelay.credentials import Credentials, split_tokens
 from chatrelay.gate import Gate
@@ -216,7 +217,7 @@ def makeService(config, reactor=None):
     status = StatusPages(factory, config["metrics-allow"])
     status.install(factory.routes)
     install_static(factory.routes)
-    service = RelayService(reactor, factory, status, dns_ttl=config["dns-ttl"])
+    service = RelayService(reactor, factory, status, dns_ttl=config["dns-ttl"], collector=CollectorSettings())
     if config["demo"]:
         from chatrelay.demo import install_demo
 
