@@ -7,8 +7,9 @@
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
 metric per tree and its ratio to the first. `node` stands for the Node relay baseline.
-`keepalive` holds 1,000 idle relayed connections and measures the relay's CPU per keepalive
-ping (each leg's ping and its pong); give it a short `--ping-interval`, which every relay gets.
+`keepalive` holds 1,000 idle relayed connections (`--keepalive-conns`) and measures the relay's
+CPU per keepalive ping (each leg's ping and its pong) over `--seconds`; give it a short
+`--ping-interval` (which every relay gets), or many connections and a long hold.
 """
 
 import argparse
@@ -31,7 +32,7 @@ PHASES = {
 }
 
 
-def measure(phase, url, pids, seconds, rate100, ping_interval):
+def measure(phase, url, pids, seconds, rate100, ping_interval, keepalive_conns=1000):
     if phase == "msgs1":
         r = bench.load("msgs", url, pids, 120, conns=1, size=200, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
@@ -45,7 +46,7 @@ def measure(phase, url, pids, seconds, rate100, ping_interval):
         r = bench.load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
     if phase == "keepalive":
-        r = bench.load("hold", url, pids, 120 + int(seconds), conns=1000, hold=seconds, concurrency=50)
+        r = bench.load("hold", url, pids, 120 + int(seconds), conns=keepalive_conns, hold=seconds, concurrency=50)
         pings = 2 * r["opened"] * r["hold"]["wall"] / ping_interval  # one per leg per interval
         return 1e6 * r["hold"]["cpu"]["relay"] / pings
     r = bench.load("idle", url, pids, 180, conns=2000, settle=3, idle=1)
@@ -61,6 +62,7 @@ def main():
     parser.add_argument("--rate100", type=int, default=4000)
     parser.add_argument("--chatrelay-option", action="append", default=[])
     parser.add_argument("--ping-interval", type=float, default=30.0, help="seconds, for every relay")
+    parser.add_argument("--keepalive-conns", type=int, default=1000, help="connections held by keepalive")
     args = parser.parse_args()
     phases = args.phases.split(",")
     args.chatrelay_option.append(f"--ping-interval={args.ping_interval}")
@@ -87,7 +89,8 @@ def main():
                 order = relays if round_index % 2 == 0 else relays[::-1]
                 for src, echo, procs, url in order:
                     pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
-                    value = measure(phase, url, pids, args.seconds, args.rate100, args.ping_interval)
+                    value = measure(phase, url, pids, args.seconds, args.rate100, args.ping_interval,
+                                    args.keepalive_conns)
                     results[src][phase].append(value)
             print(f"round {round_index + 1}/{args.rounds}: " + "; ".join(
                 f"{phase} " + " / ".join(f"{results[src][phase][-1]:.1f}" for src in args.src)
