@@ -2,17 +2,20 @@
 """A/B: the same load phases against two or more chatrelay source trees, interleaved.
 
     python bench/ab.py --src /path/to/tree-a --src /path/to/tree-b [--src node] [--rounds 5]
-        [--phases msgs1,msgs100,cycles,bulk,idle,keepalive] [--seconds 4] [--ping-interval 1]
+        [--phases msgs1,msgs100,cycles,cycles_tls,bulk,idle,keepalive] [--seconds 4] [--ping-interval 1]
 
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
 metric per tree and its ratio to the first. `node` stands for the Node relay baseline.
+`cycles_tls` is `cycles` with the upstream leg on TLS (wss://localhost, a throwaway
+certificate every relay is told to trust), as every production connection to Binance is.
 `keepalive` holds 1,000 idle relayed connections (`--keepalive-conns`) and measures the relay's
 CPU per keepalive ping (each leg's ping and its pong) over `--seconds`; give it a short
 `--ping-interval` (which every relay gets), or many connections and a long hold.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -26,30 +29,39 @@ PHASES = {
     "msgs1": ("cpu_us_per_msg_n1", "us"),
     "msgs100": ("cpu_us_per_msg_n100", "us"),
     "cycles": ("cpu_us_per_conn_cycle", "us"),
+    "cycles_tls": ("cpu_us_per_conn_cycle_tls_upstream", "us"),
     "bulk": ("cpu_us_per_mib", "us"),
     "idle": ("rss_kib_per_idle_conn", "KiB"),
     "keepalive": ("cpu_us_per_keepalive", "us"),
 }
 
 
+def load(phase, url, pids, timeout, **config):
+    """bench.load, refusing a result with errors: a figure from failed connections means nothing."""
+    r = bench.load(phase, url, pids, timeout, **config)
+    if r.get("error_total"):
+        raise RuntimeError(f"loadgen {phase} against {url[:40]}...: errors {r['errors']} {r.get('error_samples')}")
+    return r
+
+
 def measure(phase, url, pids, seconds, rate100, ping_interval, keepalive_conns=1000):
     if phase == "msgs1":
-        r = bench.load("msgs", url, pids, 120, conns=1, size=200, duration=seconds)
+        r = load("msgs", url, pids, 120, conns=1, size=200, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
     if phase == "msgs100":
-        r = bench.load("msgs", url, pids, 120, conns=100, size=200, duration=seconds, rate=rate100)
+        r = load("msgs", url, pids, 120, conns=100, size=200, duration=seconds, rate=rate100)
         return 1e6 * r["cpu"]["relay"] / r["relayed_messages"]
-    if phase == "cycles":
-        r = bench.load("cycles", url, pids, 120, concurrency=10, duration=seconds)
+    if phase in ("cycles", "cycles_tls"):
+        r = load("cycles", url, pids, 120, concurrency=10, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / r["cycles"]
     if phase == "bulk":
-        r = bench.load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=seconds)
+        r = load("msgs", url, pids, 120, conns=1, size=1 << 20, binary=True, duration=seconds)
         return 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
     if phase == "keepalive":
-        r = bench.load("hold", url, pids, 120 + int(seconds), conns=keepalive_conns, hold=seconds, concurrency=50)
+        r = load("hold", url, pids, 120 + int(seconds), conns=keepalive_conns, hold=seconds, concurrency=50)
         pings = 2 * r["opened"] * r["hold"]["wall"] / ping_interval  # one per leg per interval
         return 1e6 * r["hold"]["cpu"]["relay"] / pings
-    r = bench.load("idle", url, pids, 180, conns=2000, settle=3, idle=1)
+    r = load("idle", url, pids, 180, conns=2000, settle=3, idle=1)
     return (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
 
 
@@ -68,28 +80,41 @@ def main():
     args.chatrelay_option.append(f"--ping-interval={args.ping_interval}")
     bench.npm_install()
     workdir = tempfile.mkdtemp(prefix="chatrelay-ab-")
+    tls = bench.TLSFiles(workdir) if "cycles_tls" in phases else None
+    node_options = ["--ping-interval", str(args.ping_interval)]
+    if tls is not None:  # every relay also reaches a wss:// echo, by name, trusting its certificate
+        args.chatrelay_option += [f"--upstream-ca={tls.cert}", "--allow-target=wss://localhost:*"]
+        node_options += ["--allow-prefix", "wss://localhost:"]
+        os.environ["NODE_EXTRA_CA_CERTS"] = str(tls.cert)
     relays = []
     try:
         for index, src in enumerate(args.src):
             echo_port, port = bench.free_port(), bench.free_port()
-            echo = bench.start_echo(workdir, echo_port)
-            echo.name = f"echo-{index}"
+            echoes = {"ws": bench.start_echo(workdir, echo_port)}
+            urls = {"ws": bench.relay_url(port, echo_port)}
+            if tls is not None:
+                tls_port = bench.free_port()
+                echoes["wss"] = bench.start_echo(workdir, tls_port, tls)
+                urls["wss"] = bench.relay_url(port, tls_port, upstream="wss://localhost")
+            for kind, echo in echoes.items():
+                echo.name = f"echo-{kind}-{index}"
             if src == "node":
-                procs = bench.start_node_relay(args, workdir, port, ["--ping-interval", str(args.ping_interval)])
+                procs = bench.start_node_relay(args, workdir, port, node_options)
             else:
                 args.chatrelay_src = src
                 procs = bench.start_chatrelay(args, workdir, port)
                 procs[0].env_src = src
-            relays.append((src, echo, procs, bench.relay_url(port, echo_port)))
+            relays.append((src, echoes, procs, urls))
         results = {src: {phase: [] for phase in phases} for src in args.src}
         for round_index in range(args.rounds):
             for phase in phases:
                 if phase == "idle" and round_index:
                     continue  # a relay's memory, once grown, is reused: idle is for fresh processes
                 order = relays if round_index % 2 == 0 else relays[::-1]
-                for src, echo, procs, url in order:
-                    pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
-                    value = measure(phase, url, pids, args.seconds, args.rate100, args.ping_interval,
+                for src, echoes, procs, urls in order:
+                    kind = "wss" if phase == "cycles_tls" else "ws"
+                    pids = {"relay": [p.pid for p in procs], "echo": [echoes[kind].pid]}
+                    value = measure(phase, urls[kind], pids, args.seconds, args.rate100, args.ping_interval,
                                     args.keepalive_conns)
                     results[src][phase].append(value)
             print(f"round {round_index + 1}/{args.rounds}: " + "; ".join(
@@ -103,10 +128,11 @@ def main():
                 f"{src}: {statistics.median(results[src][phase]):.1f} {unit} "
                 f"(x{statistics.median(results[src][phase]) / base:.2f})" for src in args.src))
     finally:
-        for src, echo, procs, url in relays:
+        for src, echoes, procs, urls in relays:
             for proc in procs:
                 proc.stop()
-            echo.stop()
+            for echo in echoes.values():
+                echo.stop()
 
 
 if __name__ == "__main__":

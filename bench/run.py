@@ -305,14 +305,33 @@ def start_nginx(args, workdir, port, echo_port):
     return [proc]
 
 
-def start_echo(workdir, port):
-    proc = Proc("echo", ["node", str(BENCH / "load" / "echo.js"), "--port", str(port)], workdir)
+def start_echo(workdir, port, tls=None):
+    """The echo upstream on 127.0.0.1:PORT; with `tls` (a TLSFiles), a wss:// echo on every
+    loopback address (the relays look up "localhost")."""
+    command = ["node", str(BENCH / "load" / "echo.js"), "--port", str(port)]
+    if tls is not None:
+        command += ["--host", "::", "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    proc = Proc("echo-tls" if tls else "echo", command, workdir)
     proc.wait_for("listening")
     return proc
 
 
-def relay_url(port, echo_port):
-    target = urllib.parse.quote(f"ws://127.0.0.1:{echo_port}/chat/bench?token=t", safe="")
+class TLSFiles:
+    """A throwaway self-signed certificate for "localhost", its key, made with openssl in `workdir`."""
+
+    def __init__(self, workdir):
+        self.cert = Path(workdir) / "localhost-cert.pem"
+        self.key = Path(workdir) / "localhost-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+             "-keyout", str(self.key), "-out", str(self.cert)],
+            check=True, capture_output=True, timeout=60,
+        )
+
+
+def relay_url(port, echo_port, upstream="ws://127.0.0.1"):
+    target = urllib.parse.quote(f"{upstream}:{echo_port}/chat/bench?token=t", safe="")
     return f"ws://127.0.0.1:{port}/chat-relay/?key={TOKEN}&target={target}"
 
 
