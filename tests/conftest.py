@@ -64,7 +64,7 @@ def make_harness():
         return made[-1]
 
     yield make
-    for each in made:
+    for each in reversed(made):  # each restores what the one before it installed
         each.restore()
 
 
