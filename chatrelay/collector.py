@@ -1,20 +1,21 @@
 """Python's cyclic garbage collector, set for a relay holding many long-lived connections.
 
 A relay's heap is mostly long-lived: the start-up objects (modules, classes: ~57,000) and
-each open pair's (~70 objects). Python runs a full collection, which visits every one of them,
-once more than ten collections of the middle generation have run since the last one and the
-objects moved into the oldest generation since then reach a quarter of it. Every keepalive
-ping makes objects that live for a ping interval (Autobahn's timer for the next ping), so with
-thousands of idle connections each wave of pings met that rule: at 5,000 connections, a full
-collection of ~0.4 s, with the reactor stopped, every 30 s, and half the CPU the relay spent
-holding them.
+each open pair's (~70 objects). CPython (3.11 to 3.13) runs a full collection, which visits
+every one of them, once more than ten collections of the middle generation have run since the
+last one and the objects moved into the oldest generation since then reach a quarter of what it
+held after the last one. Every keepalive ping makes objects that live for a ping interval
+(Autobahn's timer for the next ping), so with thousands of idle connections each wave of pings
+met that rule: at 5,000 connections, a full collection of ~0.4 s, with the reactor stopped,
+every 30 s, and half the CPU the relay spent holding them.
 
-While the relay runs, the start-up objects are frozen (never visited again), and a full
-collection waits for at least FULL_COLLECTION_SPACING collections of the middle generation
+While the relay runs, the start-up objects are frozen: never visited again, and never freed
+(they live as long as the process), and a full collection waits for more than
+FULL_COLLECTION_SPACING collections of the middle generation, and the quarter as before
 (minutes apart under heavy connection churn, hours apart when idle). The young collections
 run as often as before, and free what the relay leaves in cycles while it is young: a finished
 pair is freed by reference counting, and Twisted's connector and transport of a short upstream
-connection refer to each other. Those of a long-lived connection (~10 objects) are old when
+connection refer to each other. Those of a long-lived connection (11 objects) are old when
 they become garbage, and wait for the next full collection.
 """
 

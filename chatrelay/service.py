@@ -44,14 +44,18 @@ class RelayService(MultiService):
             self.reactor.installNameResolver(self.lookups.resolver)
             self.reactor.resolver = self._legacy_resolver
         self.lookups = None
-        if self.collector is not None:
-            self.collector.restore()
         if self.status is not None:
             self.status.stopping = True
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._close_connections())
+        if self.collector is not None:  # once closed: a full collection in the closing burst would stall it
+            stopped.addBoth(self._restore_collector)
         stopped.addBoth(self._handled_sigterm)
         return stopped
+
+    def _restore_collector(self, result):
+        self.collector.restore()
+        return result
 
     def _handled_sigterm(self, result):
         # twistd re-raises the signal that stopped the reactor so the exit status shows it;

@@ -253,7 +253,9 @@ def test_the_service_shares_lookups_while_it_runs():
     original = reactor.nameResolver
     service = makeService(options, reactor=reactor)
     service.startService()
-    assert isinstance(reactor.nameResolver, SharedLookups)
-    assert (reactor.nameResolver.resolver, reactor.nameResolver.ttl) == (original, 5.0)
-    service.stopService()
+    try:
+        assert isinstance(reactor.nameResolver, SharedLookups)
+        assert (reactor.nameResolver.resolver, reactor.nameResolver.ttl) == (original, 5.0)
+    finally:
+        service.stopService()  # also gives the collector its settings back, whatever happened
     assert (reactor.nameResolver, reactor.resolver) == (original, "the legacy resolver")
