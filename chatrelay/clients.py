@@ -30,6 +30,8 @@ def ip_address(text):
         address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
+    if getattr(address, "scope_id", None):  # fe80::1%eth0: the zone says nothing of the client
+        address = ipaddress.IPv6Address(int(address))
     # An IPv4 client of a dual-stack listener appears as ::ffff:a.b.c.d.
     return getattr(address, "ipv4_mapped", None) or address
 

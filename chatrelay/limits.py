@@ -33,16 +33,19 @@ HEAD_TOO_LARGE = HeadProblem(431, "Request Header Fields Too Large")
 LINE_TOO_LONG = HeadProblem(414, "URI Too Long")
 
 
-@lru_cache(maxsize=4096)
 def client_key(client):
     """What the per-client limit counts `client` as: its address, or for IPv6 its /64, which
-    a single host commonly holds whole (and can pick addresses from at will).
-
-    Remembered for the last 4,096 clients: each connection asks twice (when counted and when
-    given back), and for IPv6 the answer costs an address parse.
-    """
+    a single host commonly holds whole (and can pick addresses from at will)."""
     if ":" not in client:
         return client
+    return _ipv6_key(client)
+
+
+@lru_cache(maxsize=4096)
+def _ipv6_key(client):
+    # Remembered for the last 4,096 clients: a connection asks four times (its TCP peer when
+    # its head is counted and given back, its client when admitted and released), and each
+    # answer costs an address parse.
     address = ip_address(client)
     if address is None:
         return client

@@ -1,5 +1,6 @@
 """Production safeguards, in memory: limits, request-head bounds, origins, tickets, health, metrics."""
 
+import ipaddress
 import json
 
 import pytest
@@ -128,8 +129,27 @@ def test_ipv6_counts_are_given_back_per_64():
         limits.release("2001:db8::2:3")
         limits.release("2001:db8::1")
     assert limits.total == 0 and not limits.admitted.by_key
-    assert client_key("2001:db8:0:1:ffff::1") == "2001:db8:0:1::/64"
-    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
+
+
+@pytest.mark.parametrize(
+    "client, key",
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),  # an IPv4 client of a dual-stack listener
+        ("unix", "unix"),
+        ("2001:db8:0:1:ffff:ffff:ffff:ffff", str(ipaddress.IPv6Network("2001:db8:0:1::/64"))),
+        ("2001:db8::8a2e:370:7334", str(ipaddress.IPv6Network("2001:db8::/64"))),
+        ("::1", str(ipaddress.IPv6Network("::/64"))),
+    ],
+)
+def test_the_per_client_key_is_the_address_or_its_ipv6_64(client, key):
+    """What the per-client limit counts a client as, the same when asked again."""
+    assert client_key(client) == client_key(client) == key
+
+
+def test_an_ipv6_zone_is_no_part_of_a_forwarded_client():
+    """fe80::1%eth0 in X-Forwarded-For (behind a trusted proxy) is the client fe80::1."""
+    assert ClientAddresses(["127.0.0.0/8"]).resolve("127.0.0.1", "fe80::1%" + "x" * 100) == "fe80::1"
 
 
 # The request head: bounded, and junk dropped quickly without disturbing anyone.
