@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
+
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
@@ -262,16 +264,31 @@ def refused_port():
 
 def unanswered_port():
     """A loopback port whose TCP handshakes never complete, as a host that drops SYNs: a
-    listener with a backlog of 0, its one place taken by a connection never accepted (Linux
-    drops SYNs while the accept queue is full). Returns the sockets to close and the port."""
+    listener whose accept queue (a backlog of 1 holds two) is full of connections it never
+    accepts, so that Linux drops every further SYN. Returns the sockets to close and the port."""
+    import select
     import socket
 
+    if not sys.platform.startswith("linux"):
+        pytest.skip("relies on Linux dropping SYNs to a full accept queue")
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    return [filler, listener], port
+    held = [listener]
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        held += [socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(2)]
+        probe = socket.socket()
+        held.append(probe)
+        probe.setblocking(False)
+        probe.connect_ex(("127.0.0.1", port))
+        _, connected, _ = select.select([], [probe], [], 0.2)  # bounded: a check, not a wait
+        assert not connected, "the kernel answered a SYN to a full accept queue"
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return held, port
 
 
 def wait_until_stalled(reactor, progress, quiet=1.0, limit=WAIT):
