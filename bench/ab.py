@@ -8,14 +8,14 @@ All relays run at once (each with its own echo); each round runs every phase aga
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
 metric per tree and its ratio to the first. `node` stands for the Node relay baseline.
 `cycles_tls` is `cycles` with the upstream leg on TLS (wss://localhost, a throwaway
-certificate every relay is told to trust), as every production connection to Binance is.
+certificate every relay is told to trust), as every production connection to Binance is: it
+adds the TLS handshake and the host name (looked up, as Binance's is) to each cycle.
 `keepalive` holds 1,000 idle relayed connections (`--keepalive-conns`) and measures the relay's
 CPU per keepalive ping (each leg's ping and its pong) over `--seconds`; give it a short
 `--ping-interval` (which every relay gets), or many connections and a long hold.
 """
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -40,7 +40,8 @@ def load(phase, url, pids, timeout, **config):
     """bench.load, refusing a result with errors: a figure from failed connections means nothing."""
     r = bench.load(phase, url, pids, timeout, **config)
     if r.get("error_total"):
-        raise RuntimeError(f"loadgen {phase} against {url[:40]}...: errors {r['errors']} {r.get('error_samples')}")
+        raise RuntimeError(f"loadgen {phase} (relay pid {pids['relay']}): errors {r['errors']} "
+                           f"{r.get('error_samples')}")
     return r
 
 
@@ -82,10 +83,11 @@ def main():
     workdir = tempfile.mkdtemp(prefix="chatrelay-ab-")
     tls = bench.TLSFiles(workdir) if "cycles_tls" in phases else None
     node_options = ["--ping-interval", str(args.ping_interval)]
+    node_env = {}
     if tls is not None:  # every relay also reaches a wss:// echo, by name, trusting its certificate
         args.chatrelay_option += [f"--upstream-ca={tls.cert}", "--allow-target=wss://localhost:*"]
         node_options += ["--allow-prefix", "wss://localhost:"]
-        os.environ["NODE_EXTRA_CA_CERTS"] = str(tls.cert)
+        node_env = {"NODE_EXTRA_CA_CERTS": str(tls.cert)}
     relays = []
     try:
         for index, src in enumerate(args.src):
@@ -99,7 +101,7 @@ def main():
             for kind, echo in echoes.items():
                 echo.name = f"echo-{kind}-{index}"
             if src == "node":
-                procs = bench.start_node_relay(args, workdir, port, node_options)
+                procs = bench.start_node_relay(args, workdir, port, node_options, node_env)
             else:
                 args.chatrelay_src = src
                 procs = bench.start_chatrelay(args, workdir, port)

@@ -246,12 +246,12 @@ def start_chatrelay_multi(args, workdir, port, processes, shared):
     return procs
 
 
-def start_node_relay(args, workdir, port, extra=()):
+def start_node_relay(args, workdir, port, extra=(), env=()):
     proc = Proc(
         "node-relay",
         ["node", str(BENCH / "node-relay" / "relay.js"), "--port", str(port),
          "--allow-prefix", "ws://127.0.0.1:", "--max-message-size", str(MAX_MESSAGE), *extra],
-        workdir, env=dict(os.environ, BINANCE_PROXY_TOKEN=TOKEN),
+        workdir, env=dict(os.environ, BINANCE_PROXY_TOKEN=TOKEN, **dict(env)),
     )
     proc.wait_for("listening")
     return [proc]
@@ -306,11 +306,13 @@ def start_nginx(args, workdir, port, echo_port):
 
 
 def start_echo(workdir, port, tls=None):
-    """The echo upstream on 127.0.0.1:PORT; with `tls` (a TLSFiles), a wss:// echo on every
-    loopback address (the relays look up "localhost")."""
+    """The echo upstream on 127.0.0.1:PORT; with `tls` (a TLSFiles), a wss:// echo on each
+    address of "localhost", the name the relays are given."""
     command = ["node", str(BENCH / "load" / "echo.js"), "--port", str(port)]
     if tls is not None:
-        command += ["--host", "::", "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        command += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+        for address in sorted({info[4][0] for info in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM)}):
+            command += ["--host", address]
     proc = Proc("echo-tls" if tls else "echo", command, workdir)
     proc.wait_for("listening")
     return proc
@@ -322,12 +324,14 @@ class TLSFiles:
     def __init__(self, workdir):
         self.cert = Path(workdir) / "localhost-cert.pem"
         self.key = Path(workdir) / "localhost-key.pem"
-        subprocess.run(
+        made = subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+             "-noenc", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
              "-keyout", str(self.key), "-out", str(self.cert)],
-            check=True, capture_output=True, timeout=60,
+            capture_output=True, text=True, timeout=60,
         )
+        if made.returncode:
+            raise RuntimeError(f"openssl could not make a certificate: {made.stderr}")
 
 
 def relay_url(port, echo_port, upstream="ws://127.0.0.1"):

@@ -1,9 +1,10 @@
 'use strict';
 // The upstream for every relay under test: a WebSocket echo server on `ws`.
 // Text comes back as text, binary as binary; pings are answered; closes are echoed.
-// No message size limit, no compression. With --tls-cert and --tls-key, wss:// (TLS) instead.
+// No message size limit, no compression. With --tls-cert and --tls-key, wss:// (TLS) instead,
+// on each --host given (the addresses a name such as localhost has).
 //
-//   node echo.js --port PORT [--host 127.0.0.1] [--tls-cert PEM --tls-key PEM]
+//   node echo.js --port PORT [--host 127.0.0.1] [--tls-cert PEM --tls-key PEM [--host ::1 ...]]
 
 const fs = require('fs');
 const https = require('https');
@@ -14,7 +15,9 @@ function arg(name, fallback) {
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
 
-const host = arg('host', '127.0.0.1');
+const hosts = process.argv.flatMap((value, i) => (process.argv[i - 1] === '--host' ? [value] : []));
+if (hosts.length === 0) hosts.push('127.0.0.1');
+const host = hosts.join(', ');
 const port = Number(arg('port', '9001'));
 
 const tlsCert = arg('tls-cert', null);
@@ -26,11 +29,21 @@ const options = {
 const listening = () => process.stdout.write(`echo listening on ${host}:${port}${tlsCert ? ' (TLS)' : ''}\n`);
 let wss;
 if (tlsCert) {
-  const server = https.createServer({ cert: fs.readFileSync(tlsCert), key: fs.readFileSync(arg('tls-key')) });
-  wss = new WebSocketServer({ server, ...options });
-  server.listen({ host, port, backlog: 4096 }, listening);
+  const tls = { cert: fs.readFileSync(tlsCert), key: fs.readFileSync(arg('tls-key')) };
+  wss = new WebSocketServer({ noServer: true, ...options });
+  let waiting = hosts.length;
+  for (const address of hosts) {
+    const server = https.createServer(tls);
+    server.on('upgrade', (req, socket, head) => {
+      wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    });
+    server.listen({ host: address, port, backlog: 4096 }, () => {
+      waiting -= 1;
+      if (waiting === 0) listening();
+    });
+  }
 } else {
-  wss = new WebSocketServer({ host, port, backlog: 4096, ...options });
+  wss = new WebSocketServer({ host: hosts[0], port, backlog: 4096, ...options });
   wss.on('listening', listening);
 }
 
