@@ -9,14 +9,14 @@ held after the last one. Every keepalive ping makes objects that live for a ping
 met that rule: at 5,000 connections, a full collection of ~0.4 s, with the reactor stopped,
 every 30 s, and half the CPU the relay spent holding them.
 
-While the relay runs, the start-up objects are frozen: never visited again, and never freed
-(they live as long as the process), and a full collection waits for more than
-FULL_COLLECTION_SPACING collections of the middle generation, and the quarter as before
-(minutes apart under heavy connection churn, hours apart when idle). The young collections
-run as often as before, and free what the relay leaves in cycles while it is young: a finished
-pair is freed by reference counting, and Twisted's connector and transport of a short upstream
-connection refer to each other. Those of a long-lived connection (11 objects) are old when
-they become garbage, and wait for the next full collection.
+While the relay runs, the start-up objects are frozen: never visited again (one that became
+cyclic garbage would stay, but they live as long as the process), and a full collection waits
+for more than FULL_COLLECTION_SPACING collections of the middle generation, and the quarter as
+before (minutes apart under heavy connection churn, hours apart when idle). The young
+collections run as often as before, and free what the relay leaves in cycles while it is
+young: a finished pair is freed by reference counting, and Twisted's connector and transport of
+a short upstream connection refer to each other. Those of a long-lived connection (11 objects)
+are old when they become garbage, and wait for the next full collection.
 """
 
 import gc

@@ -48,7 +48,8 @@ class RelayService(MultiService):
             self.status.stopping = True
         stopped = super().stopService()
         stopped.addCallback(lambda _: self._close_connections())
-        if self.collector is not None:  # once closed: a full collection in the closing burst would stall it
+        if self.collector is not None:
+            # Once all are closed: a full collection during the closing burst would stall it.
             stopped.addBoth(self._restore_collector)
         stopped.addBoth(self._handled_sigterm)
         return stopped
