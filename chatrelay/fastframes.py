@@ -142,6 +142,6 @@ def forward(leg, data):
                 chunk = data[:i] if i < n else data
             if chunk:
                 write_through(sink.transport, chunk)
-        if saw_data and leg.autoPingTimeoutCall is not None and leg.autoPingRestartOnAnyTraffic:
-            leg._cancelAutoPingTimeoutCall()
+        if saw_data and leg.awaiting_pong:
+            leg.keepalive_answered()  # a message stands in for the relay's keepalive pong
     return i

@@ -48,7 +48,10 @@ class LegMixin:
     outbound = NOWHERE
     reading_paused = False
     _deferred_close = None
-    own_ping = None  # the payload of the relay's keepalive ping on this leg, until answered
+    keepalive = None  # the relay's KeepaliveWheel, while the relay pings this leg
+    keepalive_seq = 0  # the relay's keepalive pings sent on this leg
+    own_ping = None  # the payload of the relay's last keepalive ping on this leg, until answered
+    awaiting_pong = False  # whether its pong, or a message instead, is still awaited
 
     def leg_open(self):
         """Whether data may be sent on this leg (not `is_open`: Autobahn owns that name)."""
@@ -106,7 +109,10 @@ class LegMixin:
             self.endMessage()
 
     def onMessageFrameEnd(self):
-        """IWebSocketChannel API: nothing to do (the base class would buffer the frame)."""
+        """IWebSocketChannel API: a data frame from the peer stands in for an awaited pong
+        (the base class would buffer the frame)."""
+        if self.awaiting_pong:
+            self.keepalive_answered()
 
     def onMessageEnd(self):
         """IWebSocketChannel API."""
@@ -121,37 +127,62 @@ class LegMixin:
     def onPong(self, payload):
         """IWebSocketChannel API."""
         if payload == self.own_ping:
-            self.own_ping = None
+            self.own_pong_received()
         else:
             self.outbound.pong(payload)
 
-    def processControlFrame(self):
-        """Autobahn API: a pong that is not the answer to the relay's pending keepalive ping is
-        passed on at once. Autobahn would first log a warning for each: a flood of log lines
-        that any peer could send."""
-        if self.current_frame.opcode == 10 and self.autoPingPending is not None:
-            payload = b"".join(self.control_frame_data)
-            if payload != self.autoPingPending:
-                self.control_frame_data = None
-                self._onPong(payload)
-                return True
-        return super().processControlFrame()
+    # The relay's keepalive (Autobahn's own is off): a ping every interval, as Autobahn's would
+    # be, on the relay's KeepaliveWheel. A message from the peer stands in for a pong that is
+    # awaited (as with Autobahn's autoPingRestartOnAnyTraffic).
 
-    def _sendAutoPing(self):
-        """Autobahn API: send the keepalive ping and start its timeout, as Autobahn does (the
-        same payload: the time sent and a sequence number)."""
-        self.autoPingPendingCall = None
+    def start_keepalive(self, wheel):
+        """Ping this leg every `wheel.interval` from now on (Relay.join)."""
+        if wheel.interval:
+            self.keepalive = wheel
+            wheel.call_after(self, wheel.interval)
+
+    def keepalive_due(self):
+        """KeepaliveWheel API: time for the next ping, or the pong awaited is late."""
         if self.state != _OPEN:
-            return  # closing: the close handshake's own timeout applies
-        self.autoPingPendingSent = time.time_ns()
-        self.autoPingPendingSeq += 1
-        ping = struct.pack(">QL", self.autoPingPendingSent, self.autoPingPendingSeq)
-        self.autoPingPending = self.own_ping = ping
-        self.sendFrame(opcode=9, payload=ping)
-        if self.autoPingTimeout:
-            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
-                self.autoPingTimeout, self.onAutoPingTimeout
-            )
+            self._stop_keepalive()  # closing: the close handshake's own timeout applies
+        elif not self.awaiting_pong:
+            self._send_keepalive_ping()
+        elif self.reading_paused:
+            # Its pong may be waiting unread behind data the other leg cannot take yet.
+            self._send_keepalive_ping()
+        else:
+            self._stop_keepalive()
+            self.wasClean = False
+            self.wasNotCleanReason = "WebSocket ping timeout (peer did not respond with pong in time)"
+            self.dropConnection(abort=True)
+
+    def _send_keepalive_ping(self):
+        # The payload Autobahn's keepalive sends: the time sent and a sequence number. The
+        # pong's deadline is set first: should the write lose the connection, it is cancelled.
+        self.keepalive_seq += 1
+        self.own_ping = struct.pack(">QL", time.time_ns(), self.keepalive_seq)
+        self.awaiting_pong = True
+        if self.keepalive.timeout:
+            self.keepalive.call_after(self, self.keepalive.timeout)
+        self.sendFrame(opcode=9, payload=self.own_ping)
+
+    def own_pong_received(self):
+        """The peer answered the relay's keepalive ping (found by the fast path or onPong)."""
+        self.own_ping = None
+        if self.awaiting_pong:  # else traffic already stood in for it, and the next ping is due
+            self.keepalive_answered()
+
+    def keepalive_answered(self):
+        """The pong awaited came, or a message instead: the next ping an interval from now."""
+        self.awaiting_pong = False
+        self.keepalive.call_after(self, self.keepalive.interval)
+
+    def _stop_keepalive(self):
+        """No more keepalive pings on this leg, and none awaited."""
+        if self.keepalive is not None:
+            self.keepalive.cancel(self)
+            self.keepalive = None
+        self.awaiting_pong = False
 
     def sendFrame(self, opcode, payload=b"", fin=True, rsv=0, mask=None, payload_len=None,
                   chopsize=None, sync=False):
@@ -163,39 +194,6 @@ class LegMixin:
                 or len(payload) > 125 or (masked and not self.applyMask)):
             return super().sendFrame(opcode, payload, fin, rsv, mask, payload_len, chopsize, sync)
         self.sendData(fastframes.control_frame(opcode, payload, masked), sync, chopsize)
-
-    def own_pong_received(self):
-        """The peer answered the relay's keepalive ping (the fast path found the pong; for one
-        it parses, Autobahn's processControlFrame does the same): the next ping in an interval."""
-        self.own_ping = None
-        if self.autoPingPending is None:
-            return  # traffic already stood in for this pong, and the next ping is scheduled
-        self.autoPingPending = None
-        self.autoPingPendingSent = None
-        if self.autoPingTimeoutCall is not None:
-            self.autoPingTimeoutCall.cancel()
-            self.autoPingTimeoutCall = None
-        if self.autoPingInterval:
-            self.autoPingPendingCall = self.factory._batched_timer.call_later(
-                self.autoPingInterval, self._sendAutoPing
-            )
-
-    def _stop_keepalive(self):
-        """No more keepalive pings on this leg, and none awaited."""
-        for call in (self.autoPingPendingCall, self.autoPingTimeoutCall):
-            if call is not None:
-                call.cancel()
-        self.autoPingPendingCall = self.autoPingTimeoutCall = self.autoPingPending = None
-
-    def onAutoPingTimeout(self):
-        """A keepalive went unanswered: a dead peer, unless the relay stopped reading it."""
-        if self.reading_paused:
-            # Its pong may be waiting unread behind data the other leg cannot take yet.
-            self.autoPingTimeoutCall = None
-            self.autoPingPending = None
-            self._sendAutoPing()
-            return
-        WebSocketProtocol.onAutoPingTimeout(self)
 
     # Closing.
 
@@ -268,6 +266,7 @@ class LegMixin:
         """Twisted API: keep the cause, which Autobahn reduces to a string; stop the timers that
         would otherwise keep this leg (and its relay) in memory for up to close_timeout."""
         self.lost_reason = reason.value
+        self._stop_keepalive()
         if self._flush_deadline is not None:
             self._flush_deadline.cancel()
             self._flush_deadline = None
@@ -400,14 +399,14 @@ class LegSettings:
             failByDrop=False,
             echoCloseCodeReason=True,
             closeHandshakeTimeout=close_timeout,
-            autoPingInterval=ping_interval,
-            autoPingTimeout=ping_timeout,
-            autoPingRestartOnAnyTraffic=True,
+            autoPingInterval=0,  # the relay's own keepalive instead (KeepaliveWheel)
             utf8validateIncoming=True,
         )
         self.browser_options = dict(self.options, **browser_compression(compression))
         self.upstream_options = dict(self.options, **upstream_compression(compression))
         self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
 
 
 class UpstreamFactory(WebSocketClientFactory):

@@ -11,6 +11,7 @@ named below, so it can be read, and tested, without a network:
     leg_open(), transport.pauseProducing(), transport.resumeProducing()
     registerProducer(producer, streaming), unregisterProducer()
     compressed(), start_fast_frames(sink), stop_fast_frames()      the fast path (fastframes.py)
+    start_keepalive(wheel)                                         the keepalive (keepalive.py)
 
 Closing is end to end: a close received on one leg is forwarded to the other, and the first
 leg's reply waits until the other side answers (or `close_timeout` passes, or it drops). The
@@ -150,11 +151,12 @@ class ReadValve:
 class Relay:
     """Joins a browser leg to its upstream leg: forwarding, flow control and closing."""
 
-    def __init__(self, clock, close_timeout, report, idle_timeout=0):
+    def __init__(self, clock, close_timeout, report, idle_timeout=0, keepalive=None):
         self.clock = clock
         self.close_timeout = close_timeout
         self.report = report
         self.idle_timeout = idle_timeout
+        self.keepalive = keepalive  # a KeepaliveWheel, for both legs once joined
         self._idle_check = None
         self._traffic_seen = -1
         self.browser = None
@@ -177,6 +179,9 @@ class Relay:
         if not (browser.compressed() or upstream.compressed()):
             browser.start_fast_frames(upstream)
             upstream.start_fast_frames(browser)
+        if self.keepalive is not None:
+            browser.start_keepalive(self.keepalive)
+            upstream.start_keepalive(self.keepalive)
         if self.idle_timeout:
             self._check_idle()
 

@@ -19,6 +19,7 @@ from chatrelay import autobahn_costs, closecodes
 from chatrelay.clients import ClientAddresses, peer_host, peer_label
 from chatrelay.gate import Refusal
 from chatrelay.http import Routes, parse_plain_request, request_line_problem, wants_upgrade
+from chatrelay.keepalive import KeepaliveWheel
 from chatrelay.legs import LegMixin, UpstreamFactory
 from chatrelay.limits import Limits
 from chatrelay.metrics import RelayMetrics
@@ -156,7 +157,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             return self._accept_for_refusal(refusal, request)
         self.report.target = target.origin
         self.relay = Relay(self.factory.reactor, self.factory.close_timeout, self.report,
-                           self.factory.limits.idle_timeout)
+                           self.factory.limits.idle_timeout, self.factory.keepalive)
         self._attempt = self.factory.open_upstream(target, request.protocols)
         opened = self._attempt.result
         opened.addCallbacks(self._upstream_opened, self._upstream_failed, errbackArgs=(request,))
@@ -249,6 +250,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self.gate = gate
         self.settings = settings
         self.close_timeout = settings.close_timeout
+        self.keepalive = KeepaliveWheel(reactor, settings.ping_interval, settings.ping_timeout)
         self.connect_timeout = connect_timeout
         self.limits = limits or Limits()
         self.clients = clients or ClientAddresses()

@@ -37,7 +37,7 @@ def test_protocol_options_live_on_the_class(harness):
     leg = harness.factory.buildProtocol(None)
     factory = harness.factory
     assert leg.maxMessagePayloadSize == factory.maxMessagePayloadSize
-    assert leg.autoPingRestartOnAnyTraffic is True
+    assert leg.echoCloseCodeReason is True
     assert "maxMessagePayloadSize" not in vars(leg)
     factory.setProtocolOptions(maxMessagePayloadSize=12345)
     assert harness.factory.buildProtocol(None).maxMessagePayloadSize == 12345

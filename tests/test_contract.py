@@ -321,8 +321,7 @@ def test_browser_ping_reaches_binance_and_its_pong_returns(reactor, relay, fake)
 
 @pytest_twisted.inlineCallbacks
 def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
-    """With keepalives every second (and two to answer: Autobahn's timers are whole seconds),
-    the browser and Binance each get the relay's pings and answer them; the pair outlives
+    """With keepalives every second (and two to answer), the browser and Binance each get the relay's pings and answer them; the pair outlives
     several, neither side sees the other's answers, and messages still flow."""
     process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
                                 "--ping-interval", "1", "--ping-timeout", "2")

@@ -653,17 +653,17 @@ def test_a_late_answer_after_traffic_stood_in_does_not_add_a_ping(make_harness, 
     harness.advance(10.5)  # the pings went out at 10
     [own_ping] = browser.pings
     upstream.sendPong(upstream.pings[0])
-    # Stands in for the pong; the next ping at 20 (Autobahn's timers round down to the second).
+    # Stands in for the pong: the next ping an interval later, at 20.5 (by 20.6: the wheel's tick).
     browser.sendData(from_browser(b"still here"))
     harness.flush()
     harness.advance(0.5)  # 11
     browser.sendData(from_browser(own_ping, 0xA))
     harness.flush()
-    harness.advance(8.8)  # 19.8
+    harness.advance(9.4)  # 20.4
     assert len(browser.pings) == 1
-    harness.advance(0.4)  # 20.2
+    harness.advance(0.4)  # 20.8
     assert len(browser.pings) == 2
-    harness.advance(1.3)  # 21.5: no other ping for the late pong (that would come at 21)
+    harness.advance(0.7)  # 21.5: no other ping for the late pong (that would come at 21)
     assert len(browser.pings) == 2
 
 

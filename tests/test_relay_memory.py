@@ -354,7 +354,60 @@ def test_no_keepalive_after_the_relay_sent_its_close(make_harness):
     before = len(browser.raw)
     harness.advance(1.5)
     assert browser.raw[before:] == b""
-    assert leg.autoPingTimeoutCall is None
+    assert not leg.awaiting_pong and not harness.factory.keepalive.due(leg)
+
+
+def test_without_a_ping_timeout_the_relay_waits_for_the_pong(make_harness):
+    """`--ping-timeout 0`: an unanswered keepalive never ends the pair, and no other ping is
+    sent meanwhile; once answered, the next ping comes an interval later."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=0.0)
+    browser, upstream = joined(harness)
+    browser.onPing = browser.pings.append
+    harness.advance(10.5)
+    for _ in range(10):
+        harness.advance(10.0)
+    assert browser.closed is None and upstream.closed is None
+    assert len(browser.pings) == 1
+    browser.sendPong(browser.pings[0])
+    harness.flush()
+    harness.advance(9.5)
+    assert len(browser.pings) == 1 and upstream.pongs == []
+    harness.advance(1.0)
+    assert len(browser.pings) == 2
+
+
+def test_a_pending_keepalive_does_not_cut_the_relays_close_short(make_harness):
+    """A ping unanswered when the relay starts closing a leg is not waited for any more: the
+    close handshake's own timeout applies (close_timeout), not the ping's."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=2.0, close_timeout=5.0)
+    browser, upstream = joined(harness)
+    browser.onPing = browser.pings.append
+    browser.onCloseFrame = lambda code, reason: None  # never answers the relay's close
+    harness.advance(10.5)
+    assert len(browser.pings) == 1
+    next(iter(harness.factory.live)).relay.close_both("test", 1001, b"bye")
+    harness.flush()
+    harness.advance(3.0)  # past the ping's timeout
+    assert browser.closed is None
+    harness.advance(2.5)  # past close_timeout
+    assert browser.closed is not None
+
+
+def test_a_finished_pair_leaves_nothing_in_the_keepalive_wheel(make_harness):
+    """Once a pair is gone, the wheel holds neither of its legs, pinged or awaiting a pong."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    wheel = harness.factory.keepalive
+    first, _ = joined(harness)
+    first.onPing = first.pings.append  # its pong awaited when it closes
+    second, _ = joined(harness)
+    assert len(wheel) == 4
+    harness.advance(10.5)
+    first.sendClose(1000)
+    second.sendClose(1000)
+    harness.flush()
+    harness.advance(1.0)
+    assert first.closed is not None and second.closed is not None
+    assert len(wheel) == 0 and wheel._ticks == {}
 
 
 # Closing, end to end.
