@@ -344,6 +344,27 @@ def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
         process.kill()
 
 
+@pytest.mark.parametrize("silent", ["browser", "binance"])
+@pytest_twisted.inlineCallbacks
+def test_a_peer_that_stops_answering_keepalives_is_dropped(reactor, fake, silent):
+    """A browser tab frozen, or a Binance socket gone quiet, stops answering the relay's pings:
+    its leg is dropped once a ping goes unanswered for --ping-timeout, and the other side hears
+    it: Binance 1001 for a silent browser, the browser 1014 for a silent Binance."""
+    process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
+                                "--ping-interval", "1", "--ping-timeout", "1")
+    try:
+        factory, browser, binance = yield open_pair(reactor, process, fake)
+        quiet = browser if silent == "browser" else binance
+        quiet.onPing = lambda payload: None  # no pong
+        # Nothing else would end the pair within WAIT (the idle timeout is 300 s).
+        if silent == "browser":
+            assert (yield binance.closed)[1] == 1001
+        else:
+            assert (yield factory.closed)[1:] == (1014, "upstream connection lost")
+    finally:
+        process.kill()
+
+
 # Closing, both ways.
 
 @pytest.mark.parametrize(
