@@ -4,10 +4,12 @@ A relay's heap is mostly long-lived: the start-up objects (modules, classes: ~57
 each open pair's (~70 objects). CPython (3.11 to 3.13) runs a full collection, which visits
 every one of them, once more than ten collections of the middle generation have run since the
 last one and the objects moved into the oldest generation since then reach a quarter of what it
-held after the last one. Every keepalive ping makes objects that live for a ping interval
-(Autobahn's timer for the next ping), so with thousands of idle connections each wave of pings
-met that rule: at 5,000 connections, a full collection of ~0.4 s, with the reactor stopped,
-every 30 s, and half the CPU the relay spent holding them.
+held after the last one. With Autobahn's keepalive, every ping made objects that lived for a
+ping interval (its timer for the next ping), so with thousands of idle connections each wave
+of pings met that rule: at 5,000 connections, a full collection of ~0.4 s, with the reactor
+stopped, every 30 s, and half the CPU the relay spent holding them. (The relay's own keepalive,
+keepalive.KeepaliveWheel, now makes no objects per ping; any other churn of objects that
+outlive a few collections would meet the rule in the same way.)
 
 While the relay runs, the start-up objects are frozen: never visited again (one that became
 cyclic garbage would stay, but they live as long as the process), and a full collection waits

@@ -5,7 +5,7 @@ keepalive gives each leg a timer of its own for each ping and each pong it waits
 object and a closure made per ping, a `list.remove` over the timer's bucket to cancel one, and
 objects that live for a whole interval, which bring the garbage collector round.
 `KeepaliveWheel` keeps the legs due in the same tick in one set, with one reactor call per tick:
-making a leg due, or no longer due, allocates nothing.
+making a leg due, or no longer due, allocates nothing per leg.
 """
 
 import math

@@ -321,8 +321,9 @@ def test_browser_ping_reaches_binance_and_its_pong_returns(reactor, relay, fake)
 
 @pytest_twisted.inlineCallbacks
 def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
-    """With keepalives every second (and two to answer), the browser and Binance each get the relay's pings and answer them; the pair outlives
-    several, neither side sees the other's answers, and messages still flow."""
+    """With keepalives every second (and two to answer), the browser and Binance each get the
+    relay's pings and answer them; the pair outlives several, neither side sees the other's
+    answers, and messages still flow."""
     process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
                                 "--ping-interval", "1", "--ping-timeout", "2")
     try:
@@ -349,18 +350,20 @@ def test_the_relays_keepalives_are_answered_and_never_passed_on(reactor, fake):
 def test_a_peer_that_stops_answering_keepalives_is_dropped(reactor, fake, silent):
     """A browser tab frozen, or a Binance socket gone quiet, stops answering the relay's pings:
     its leg is dropped once a ping goes unanswered for --ping-timeout, and the other side hears
-    it: Binance 1001 for a silent browser, the browser 1014 for a silent Binance."""
+    it: Binance 1001 for a silent browser, the browser 1014 for a silent Binance. (A timeout of
+    2 s, not 1: the peer that answers must not be dropped by a slow machine first.)"""
     process = yield start_relay(reactor, "--allow-target", f"ws://127.0.0.1:{fake.port}/chat/",
-                                "--ping-interval", "1", "--ping-timeout", "1")
+                                "--ping-interval", "1", "--ping-timeout", "2")
     try:
         factory, browser, binance = yield open_pair(reactor, process, fake)
         quiet = browser if silent == "browser" else binance
         quiet.onPing = lambda payload: None  # no pong
         # Nothing else would end the pair within WAIT (the idle timeout is 300 s).
         if silent == "browser":
-            assert (yield binance.closed)[1] == 1001
+            assert (yield binance.closed.addTimeout(WAIT, reactor))[1] == 1001
         else:
-            assert (yield factory.closed)[1:] == (1014, "upstream connection lost")
+            closed = yield factory.closed.addTimeout(WAIT, reactor)
+            assert closed[1:] == (1014, "upstream connection lost")
     finally:
         process.kill()
 

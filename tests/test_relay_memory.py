@@ -278,6 +278,26 @@ def test_keepalive_pings_stay_on_their_leg(make_harness, compression):
     assert browser.closed is None and upstream.closed is None
 
 
+def test_a_message_stands_in_for_the_pong_on_a_compressed_leg(make_harness):
+    """On a leg with permessage-deflate (Autobahn's parser, not the fast path), a message
+    received while the relay waits for its pong counts as the answer; the late pong still
+    stops at the relay."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0, compression="browser")
+    browser = harness.browser(deflate=True)
+    upstream = harness.upstream()
+    browser.onPing = browser.pings.append  # no pong, for now
+    harness.advance(10.5)
+    [own_ping] = browser.pings
+    browser.sendMessage(b"still here")
+    harness.flush()
+    harness.advance(6.0)  # past the ping's timeout
+    assert browser.closed is None and upstream.closed is None
+    browser.sendPong(own_ping)
+    harness.flush()
+    assert upstream.messages == [(b"still here", False)] and upstream.pongs == []
+    assert len(browser.pings) == 1
+
+
 def test_pongs_pass_through_quietly_while_a_keepalive_is_pending(make_harness, log_events):
     """Pongs that do not answer the relay's own ping reach the other side, and log nothing:
     a peer must not be able to fill the log (Autobahn warns about each such pong)."""
