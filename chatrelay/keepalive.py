@@ -29,8 +29,7 @@ class KeepaliveWheel:
 
     def call_after(self, leg, delay):
         """Make `leg` due `delay` seconds from now (instead of when it was due, if it was)."""
-        if leg in self._tick_of:
-            self.cancel(leg)
+        self.cancel(leg)
         now = self.clock.seconds()
         tick = math.ceil((now + delay) * self._per_second)
         entry = self._ticks.get(tick)

@@ -145,10 +145,9 @@ class LegMixin:
         """KeepaliveWheel API: time for the next ping, or the pong awaited is late."""
         if self.state != _OPEN:
             self._stop_keepalive()  # closing: the close handshake's own timeout applies
-        elif not self.awaiting_pong:
-            self._send_keepalive_ping()
-        elif self.reading_paused:
-            # Its pong may be waiting unread behind data the other leg cannot take yet.
+        elif not self.awaiting_pong or self.reading_paused:
+            # A paused leg is pinged again, not dropped: its pong may be waiting unread behind
+            # data the other leg cannot take yet.
             self._send_keepalive_ping()
         else:
             self._stop_keepalive()
