@@ -36,9 +36,9 @@ def full_collections_while(work):
 
 
 def a_wave_of_long_lived_objects():
-    """As a wave of keepalive pings makes them: objects that outlive many young collections,
-    as many as the collector tracks already, frozen or not (and enough for twenty collections
-    of the middle generation)."""
+    """As a wave of Autobahn's keepalive timers made them, or a wave of new connections after a
+    restart does: objects that outlive many young collections, as many as the collector tracks
+    already, frozen or not (and enough for twenty collections of the middle generation)."""
     tracked = len(gc.get_objects()) + gc.get_freeze_count()
     return [[] for _ in range(max(tracked, 20 * 10 * gc.get_threshold()[0]))]
 
