@@ -66,7 +66,7 @@ def own_time_by_package(raw):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--load", choices=("msgs", "cycles", "idle"), default="msgs")
+    parser.add_argument("--load", choices=("msgs", "cycles", "cycles_tls", "idle"), default="msgs")
     parser.add_argument("--tool", choices=("cprofile", "py-spy"), default="cprofile")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=4000, help="round trips/s for --load msgs")
@@ -78,7 +78,10 @@ def main():
     workdir = tempfile.mkdtemp(prefix="chatrelay-profile-")
     out = Path(args.out or Path(workdir) / ("relay.pstats" if args.tool == "cprofile" else "relay.txt"))
     echo_port, port = bench.free_port(), bench.free_port()
-    echo = bench.start_echo(workdir, echo_port)
+    tls = bench.TLSFiles(workdir) if args.load == "cycles_tls" else None
+    echo = bench.start_echo(workdir, echo_port, tls)
+    if tls is not None:  # the upstream leg on TLS, by name, as to Binance
+        args.chatrelay_option += [f"--upstream-ca={tls.cert}", "--allow-target=wss://localhost:*"]
     command = bench.chatrelay_command(args, f"tcp:{port}:interface=127.0.0.1", workdir)
     if args.tool == "cprofile":
         command[1:1] = [f"--profile={out}", "--profiler=cprofile", "--savestats"]
@@ -86,7 +89,7 @@ def main():
     spy = None
     try:
         relay.wait_for(rf"starting on {port}\b")
-        url = bench.relay_url(port, echo_port)
+        url = bench.relay_url(port, echo_port, "wss://localhost" if tls else "ws://127.0.0.1")
         pids = {"relay": [relay.pid], "echo": [echo.pid]}
         bench.load("warmup", url, pids, 60, duration=1)
         if args.tool == "py-spy":
@@ -96,7 +99,7 @@ def main():
         if args.load == "msgs":
             r = bench.load("msgs", url, pids, 300, conns=100, size=200, duration=args.seconds, rate=args.rate)
             units, name = r["relayed_messages"], "relayed message"
-        elif args.load == "cycles":
+        elif args.load in ("cycles", "cycles_tls"):
             r = bench.load("cycles", url, pids, 300, concurrency=10, duration=args.seconds)
             units, name = r["cycles"], "connection cycle"
         else:

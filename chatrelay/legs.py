@@ -322,6 +322,17 @@ class LegMixin:
             return WebSocketProtocol.sendData(self, data, sync, chopsize)
         write_through(self.transport, data)
 
+    def _onOpen(self):
+        """Autobahn internal: onOpen, without what Autobahn adds first on a TLS connection.
+
+        Autobahn's version works out the tls-unique channel binding and parses the peer's
+        certificate into a dictionary of names and fingerprints, for WAMP's authentication;
+        the relay never reads them (forget_handshake drops them), and on every connection to
+        Binance they cost more than the rest of the leg's opening (docs/performance.md).
+        tests/test_autobahn_costs.py fails if Autobahn's version starts doing anything else.
+        """
+        self.onOpen()
+
     def forget_handshake(self):
         """Drop what only the opening handshake needed, and compact what is left: a relay
         holds thousands of idle legs, and a Python dict never shrinks on its own."""

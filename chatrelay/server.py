@@ -25,7 +25,7 @@ from chatrelay.limits import Limits
 from chatrelay.metrics import RelayMetrics
 from chatrelay.relay import BROWSER, Relay
 from chatrelay.report import ConnectionReport, LegClose
-from chatrelay.upstream import UpstreamAttempt, UpstreamFailure, UpstreamTLS, endpoint_for
+from chatrelay.upstream import UpstreamAttempt, UpstreamEndpoints, UpstreamFailure, UpstreamTLS
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _CLOSING = WebSocketProtocol.STATE_CLOSING
@@ -261,7 +261,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self.upstream_live = set()  # upstream legs, from connect to connectionLost
         self.metrics.count_connections(self.live)
         self._idle_waiters = []
-        self._upstream_tls = UpstreamTLS(trust_root)
+        self._upstream_endpoints = UpstreamEndpoints(reactor, UpstreamTLS(trust_root))
         self._upstream_factory = UpstreamFactory.for_settings(settings)
         self.setProtocolOptions(
             webStatus=False,
@@ -284,7 +284,7 @@ class RelayServerFactory(WebSocketServerFactory):
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):
-        endpoint = endpoint_for(self.reactor, target, self._upstream_tls)
+        endpoint = self._upstream_endpoints.for_target(target)
         return UpstreamAttempt(self.reactor, endpoint, factory, self.connect_timeout)
 
     def shut_down(self):

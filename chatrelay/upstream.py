@@ -92,6 +92,31 @@ def endpoint_for(reactor, target, tls):
     return endpoint
 
 
+class UpstreamEndpoints:
+    """The client endpoint for each upstream address, made once and then reused.
+
+    An endpoint only says where and how to connect, and each `connect` is a new connection;
+    making a HostnameEndpoint IDNA-encodes its name, work that was done again for every
+    connection to Binance.
+    """
+
+    def __init__(self, reactor, tls, max_endpoints=64):
+        self.reactor = reactor
+        self.tls = tls
+        self.max_endpoints = max_endpoints
+        self._endpoints = {}
+
+    def for_target(self, target):
+        """The endpoint for `target` (see endpoint_for)."""
+        key = (target.host, target.port, target.secure)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            if len(self._endpoints) >= self.max_endpoints:  # allowlists rarely name this many
+                self._endpoints.clear()
+            endpoint = self._endpoints[key] = endpoint_for(self.reactor, target, self.tls)
+        return endpoint
+
+
 _UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
 
 

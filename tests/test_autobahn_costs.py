@@ -73,3 +73,19 @@ def test_upstream_factories_share_their_configuration(harness):
     assert one.protocols == ["chat"] and two.protocols == []
     assert one.resource == two.resource == "/chat/k?token=t&clientType=web"
     assert one.resource == "/chat/k?token=t&clientType=web"
+
+
+def test_autobahn_opens_a_leg_as_the_relay_skips_it():
+    """The legs' _onOpen skips only what Autobahn's computes for WAMP (the TLS channel binding and
+    the peer certificate's details) before calling onOpen; an Autobahn whose _onOpen does more
+    must be read again before the relay skips it."""
+    from autobahn.twisted.websocket import WebSocketAdapterProtocol
+
+    from chatrelay.legs import LegMixin
+    from chatrelay.server import BrowserLeg
+
+    assert set(WebSocketAdapterProtocol._onOpen.__code__.co_names) == {
+        "_transport_details", "is_secure", "transport_channel_id", "transport", "is_server",
+        "channel_id", "extract_peer_certificate", "peer_cert", "onOpen",
+    }
+    assert UpstreamFactory.protocol._onOpen is BrowserLeg._onOpen is LegMixin._onOpen

@@ -8,9 +8,11 @@ import pytest_twisted
 
 from twisted.internet import ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.testing import MemoryReactorClock
 
 from chatrelay.fakebinance import FakeBinance
-from chatrelay.upstream import PlatformTrustPlus, UpstreamTLS
+from chatrelay.targets import parse_target
+from chatrelay.upstream import PlatformTrustPlus, UpstreamEndpoints, UpstreamTLS
 from tests.certs import CertificateAuthority
 from tests.loopback import open_browser, relay_url, start_relay
 
@@ -92,6 +94,19 @@ def test_tls_options_are_made_once_per_host(monkeypatch):
     tls.for_host("c.test")  # over max_hosts: the cache starts again
     tls.for_host("a.test")
     assert made == ["a.test", "b.test", "c.test", "a.test"]
+
+
+def test_endpoints_are_made_once_per_address():
+    """Making a host name's endpoint IDNA-encodes the name: once per host, port and scheme."""
+    endpoints = UpstreamEndpoints(MemoryReactorClock(), UpstreamTLS(PlatformTrustPlus()), max_endpoints=3)
+    wss = parse_target("wss://im.binance.com/chat/k?token=t")
+    first = endpoints.for_target(wss)
+    assert endpoints.for_target(parse_target("wss://im.binance.com:443/chat/other?token=u")) is first
+    others = [endpoints.for_target(parse_target(url)) for url in (
+        "wss://im.binance.com:8443/chat/k", "ws://im.binance.com:443/chat/k")]
+    assert len({id(first), *map(id, others)}) == 3
+    endpoints.for_target(parse_target("ws://127.0.0.1:9/chat/k"))  # over max_endpoints: starts again
+    assert endpoints.for_target(wss) is not first
 
 
 @pytest_twisted.inlineCallbacks
