@@ -527,8 +527,12 @@ class FakeBinance:
         return factory
 
     def listen(self, description="tcp:0:interface=127.0.0.1"):
-        """Start listening on a Twisted server endpoint; fires with the IListeningPort."""
-        endpoint = endpoints.serverFromString(self.reactor, description)
+        """Start listening on a Twisted server endpoint (a description, or the endpoint itself);
+        fires with the IListeningPort."""
+        if isinstance(description, str):
+            endpoint = endpoints.serverFromString(self.reactor, description)
+        else:
+            endpoint = description
         d = endpoint.listen(self.factory)
 
         def listening(port):

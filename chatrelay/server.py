@@ -284,8 +284,8 @@ class RelayServerFactory(WebSocketServerFactory):
         return self._connect(target, factory)
 
     def _connect_endpoint(self, target, factory):
-        endpoint = self._upstream_endpoints.for_target(target)
-        return UpstreamAttempt(self.reactor, endpoint, factory, self.connect_timeout)
+        endpoint, tls_sessions = self._upstream_endpoints.for_target(target)
+        return UpstreamAttempt(self.reactor, endpoint, factory, self.connect_timeout, tls_sessions)
 
     def shut_down(self):
         """Close every connection with 1001; fires when all are gone."""

@@ -15,6 +15,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 
 class UpstreamFailure(Exception):
@@ -74,9 +75,41 @@ class UpstreamTLS:
         return options
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingTLS:
+    """Client TLS to one upstream address that resumes the TLS session of the last leg opened.
+
+    A full TLS handshake verifies the server's certificate chain and its name, and costs the
+    relay more CPU than the rest of the connection together; a resumed one does neither,
+    because the session it resumes was made by a handshake that did. Each connection still
+    starts a TLS connection of its own (ClientTLSOptions), offering the session if there is one;
+    a server that declines it gets a full handshake, verified as always.
+    """
+
+    def __init__(self, options):
+        self.options = options
+        self.session = None
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        """IOpenSSLClientConnectionCreator API."""
+        connection = self.options.clientConnectionForTLS(tlsProtocol)
+        if self.session is not None:
+            connection.set_session(self.session)
+        return connection
+
+    def keep_session(self, transport):
+        """A leg on `transport` opened: its session, verified and with the server's tickets (they
+        come before the WebSocket handshake's answer), is the one to resume from now on."""
+        self.session = transport.getHandle().get_session()
+
+    def forget_session(self):
+        """A leg failed to open: the next connection starts afresh."""
+        self.session = None
+
+
 def endpoint_for(reactor, target, tls):
-    """The client endpoint for a target (`tls`: an UpstreamTLS): always verify the certificate
-    and the host name.
+    """The client endpoint for a target (`tls`: its ResumingTLS, for a wss:// target): always
+    verify the certificate and the host name.
 
     It has no timeout of its own: the UpstreamAttempt's one timer bounds the whole attempt,
     connecting included (a second timer per connection would only race it).
@@ -88,12 +121,12 @@ def endpoint_for(reactor, target, tls):
     else:
         endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=None)
     if target.secure:
-        endpoint = wrapClientTLS(tls.for_host(target.host), endpoint)
+        endpoint = wrapClientTLS(tls, endpoint)
     return endpoint
 
 
 class UpstreamEndpoints:
-    """The client endpoint for each upstream address, made once and then reused.
+    """The client endpoint and TLS sessions of each upstream address, made once and then reused.
 
     An endpoint only says where and how to connect, and each `connect` is a new connection;
     making a HostnameEndpoint IDNA-encodes its name, work that was done again for every
@@ -107,14 +140,15 @@ class UpstreamEndpoints:
         self._endpoints = {}
 
     def for_target(self, target):
-        """The endpoint for `target` (see endpoint_for)."""
+        """`target`'s endpoint (see endpoint_for) and ResumingTLS (None for a ws:// target)."""
         key = (target.host, target.port, target.secure)
-        endpoint = self._endpoints.get(key)
-        if endpoint is None:
+        found = self._endpoints.get(key)
+        if found is None:
             if len(self._endpoints) >= self.max_endpoints:  # allowlists rarely name this many
                 self._endpoints.clear()
-            endpoint = self._endpoints[key] = endpoint_for(self.reactor, target, self.tls)
-        return endpoint
+            sessions = ResumingTLS(self.tls.for_host(target.host)) if target.secure else None
+            found = self._endpoints[key] = (endpoint_for(self.reactor, target, sessions), sessions)
+        return found
 
 
 _UPGRADE_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
@@ -148,8 +182,9 @@ def describe_handshake_failure(lost_reason, not_clean_reason):
 class UpstreamAttempt:
     """One attempt to open an upstream leg; `result` fires with the open leg or UpstreamFailure."""
 
-    def __init__(self, reactor, endpoint, factory, timeout):
+    def __init__(self, reactor, endpoint, factory, timeout, tls_sessions=None):
         self.result = defer.Deferred(canceller=self._cancel)
+        self._tls_sessions = tls_sessions  # the endpoint's ResumingTLS, for a wss:// target
         self._leg = None
         self._timed_out = False
         self._cancelled = False
@@ -161,12 +196,16 @@ class UpstreamAttempt:
     def opened(self, leg):
         """The leg completed its WebSocket handshake."""
         self._leg = None  # from here on, aborting it is the relay's business, not the attempt's
+        if self._tls_sessions is not None:
+            self._tls_sessions.keep_session(leg.transport)
         if not self.result.called:
             self._stop_timer()
             self.result.callback(leg)
 
     def closed_before_open(self, lost_reason, not_clean_reason):
         """The leg connected but went away before its handshake completed."""
+        if self._tls_sessions is not None:
+            self._tls_sessions.forget_session()
         if self._timed_out:
             self._fail("upstream timed out")
         else:

@@ -2,17 +2,26 @@
 verified against --upstream-ca (a wrong host name or an unknown CA is a 1014)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
 
-from twisted.internet import ssl
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from OpenSSL.SSL import _lib as openssl_lib
+
+from twisted.internet import defer, ssl
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.testing import MemoryReactorClock
 
 from chatrelay.fakebinance import FakeBinance
 from chatrelay.targets import parse_target
-from chatrelay.upstream import PlatformTrustPlus, UpstreamEndpoints, UpstreamTLS
+from chatrelay.upstream import (
+    PlatformTrustPlus,
+    ResumingTLS,
+    UpstreamAttempt,
+    UpstreamEndpoints,
+    UpstreamTLS,
+)
 from tests.certs import CertificateAuthority
 from tests.loopback import open_browser, relay_url, start_relay
 
@@ -107,6 +116,86 @@ def test_endpoints_are_made_once_per_address():
     assert len({id(first), *map(id, others)}) == 3
     endpoints.for_target(parse_target("ws://127.0.0.1:9/chat/k"))  # over max_endpoints: starts again
     assert endpoints.for_target(wss) is not first
+
+
+def session_resumed(leg):
+    """Whether the TLS connection under a leg resumed an earlier session (pyOpenSSL has no public
+    call for it: OpenSSL's own, through pyOpenSSL's bindings)."""
+    return bool(openssl_lib.SSL_session_reused(leg.transport.getHandle()._ssl))
+
+
+@pytest_twisted.inlineCallbacks
+def test_upstream_tls_sessions_are_resumed(reactor, pki, relay_with_ca):
+    """An upstream that issues session tickets (as Binance's does) gets its session resumed by
+    the relay's next connection: no certificate chain to verify, and the pair relays as before."""
+    directory, _ = pki
+    key, cert = directory / "good" / "key.pem", directory / "good" / "cert.pem"
+    server_cert = ssl.PrivateCertificate.loadPEM(cert.read_text() + key.read_text())
+    with_tickets = ssl.CertificateOptions(privateKey=server_cert.privateKey.original,
+                                          certificate=server_cert.original, enableSessionTickets=True)
+    fake = FakeBinance(reactor)
+    yield fake.listen(SSL4ServerEndpoint(reactor, 0, with_tickets, interface="127.0.0.1"))
+    try:
+        resumed = []
+        for content in ("first", "second", "third"):
+            factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(fake)))
+            browser = yield factory.opened
+            binance = yield fake.next_connection()
+            resumed.append(session_resumed(binance))
+            browser.sendMessage(json.dumps({"type": "text", "orderNo": "1", "content": content, "uuid": content}).encode())
+            echo, _ = yield browser.next_message()
+            assert json.loads(echo)["content"] == content
+            browser.sendClose(1000)
+            assert (yield factory.closed)[1] == 1000
+        assert resumed == [False, True, True]
+    finally:
+        yield fake.stop()
+
+
+class RecordingConnection:
+    """What ResumingTLS asks of an OpenSSL connection, recorded."""
+
+    def __init__(self, session=None):
+        self.offered = None
+        self.session = session
+
+    def set_session(self, session):
+        self.offered = session
+
+    def get_session(self):
+        return self.session
+
+    def getHandle(self):  # as a leg's TLS transport, whose handle is its OpenSSL connection
+        return self
+
+
+class RecordingOptions:
+    """ClientTLSOptions' one call, making RecordingConnections."""
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        return RecordingConnection()
+
+
+def test_the_session_of_the_last_leg_opened_is_offered_and_a_failure_forgets_it():
+    """A leg that opened gives its session to the next connections; one that failed to open
+    (any reason: a bad certificate, a refused handshake, a timeout) makes the next start afresh."""
+    sessions = ResumingTLS(RecordingOptions())
+    clock = MemoryReactorClock()
+
+    class Endpoint:
+        def connect(self, factory):
+            return defer.Deferred()
+
+    def attempt():
+        return UpstreamAttempt(clock, Endpoint(), SimpleNamespace(), 10, tls_sessions=sessions)
+
+    assert sessions.clientConnectionForTLS(None).offered is None
+    attempt().opened(SimpleNamespace(transport=RecordingConnection(session="session-1")))
+    assert sessions.clientConnectionForTLS(None).offered == "session-1"
+    failed = attempt()
+    failed.result.addErrback(lambda failure: None)
+    failed.closed_before_open(lost_reason=None, not_clean_reason=None)
+    assert sessions.clientConnectionForTLS(None).offered is None
 
 
 @pytest_twisted.inlineCallbacks
