@@ -10,7 +10,9 @@ import time
 
 import txaio
 
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.wamp.types import TransportDetails
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from chatrelay import autobahn_costs, closecodes, fastframes, masking
@@ -322,15 +324,32 @@ class LegMixin:
             return WebSocketProtocol.sendData(self, data, sync, chopsize)
         write_through(self.transport, data)
 
-    def _onOpen(self):
-        """Autobahn internal: onOpen, without what Autobahn adds first on a TLS connection.
+    # Opening: Autobahn's own steps, without the details of the transport it gathers for WAMP.
+    # tests/test_autobahn_costs.py fails if Autobahn's versions start doing anything else.
 
-        Autobahn's version works out the tls-unique channel binding and parses the peer's
-        certificate into a dictionary of names and fingerprints, for WAMP's authentication;
-        the relay never reads them (forget_handshake drops them), and on every connection to
-        Binance they cost more than the rest of the leg's opening (docs/performance.md).
-        tests/test_autobahn_costs.py fails if Autobahn's version starts doing anything else.
+    def connectionMade(self):
+        """Twisted API: Autobahn's connectionMade, with transport details that name the peer only.
+
+        Autobahn's version also reads the process and thread ids (two system calls per leg) and,
+        on TLS, parses the peer's certificate into a dictionary of names and fingerprints for
+        WAMP's authentication. The relay never reads them, and a resumed TLS session knows the
+        certificate before the handshake (upstream.ResumingTLS): it would be parsed for every
+        connection to Binance, at a cost above the rest of the leg's opening.
         """
+        self.peer = peer2str(self.transport)
+        self._transport_details = TransportDetails(
+            channel_framing=TransportDetails.CHANNEL_FRAMING_WEBSOCKET, peer=self.peer,
+            is_server=self.is_server,
+        )
+        try:
+            self.transport.setTcpNoDelay(self.tcpNoDelay)
+        except Exception:  # as in Autobahn's: a Unix socket has no Nagle to turn off
+            pass
+        self._connectionMade()
+
+    def _onOpen(self):
+        """Autobahn internal: onOpen, without Autobahn's tls-unique channel binding and peer
+        certificate details first (see connectionMade)."""
         self.onOpen()
 
     def forget_handshake(self):
