@@ -411,6 +411,12 @@ def relay_phases(plan):
         metrics.update(user_and_kernel(r, r["cycles"], "conn_cycle"))
         metrics["cycles_per_s"] = r["cycles"] / r["wall"]
 
+    def cycles_tls(setup, raw, metrics):
+        if setup.tls_url is None:  # nginx: a plain proxy, not configured for a TLS upstream
+            return
+        r = raw["cycles_tls"] = load("cycles", setup.tls_url, setup.tls_pids, 120, concurrency=10, duration=d)
+        metrics["cpu_us_per_conn_cycle_tls"] = 1e6 * r["cpu"]["relay"] / r["cycles"]
+
     def bulk(setup, raw, metrics):
         r = raw["bulk"] = load("msgs", setup.url, setup.pids, 120, conns=1, size=1 << 20, binary=True, duration=d)
         metrics["cpu_us_per_mib"] = 1e6 * r["cpu"]["relay"] / (r["relayed_bytes"] / (1 << 20))
@@ -426,41 +432,61 @@ def relay_phases(plan):
         metrics["added_rtt_ms_p50"] = r["rtt_ms"]["p50"] - r["direct_rtt_ms"]["p50"]
         metrics["added_rtt_ms_p99"] = r["rtt_ms"]["p99"] - r["direct_rtt_ms"]["p99"]
 
-    return [idle, messages(1, 0), messages(100, plan.rate100), cycles, bulk, latency]
+    return [idle, messages(1, 0), messages(100, plan.rate100), cycles, cycles_tls, bulk, latency]
 
 
 def start_relay(kind, args, workdir, port, echo_port):
     if kind == "chatrelay":
         return start_chatrelay(args, workdir, port)
     if kind == "node":
-        return start_node_relay(args, workdir, port)
+        tls = getattr(args, "upstream_tls", None)
+        if tls is None:
+            return start_node_relay(args, workdir, port)
+        return start_node_relay(args, workdir, port, ["--allow-prefix", "wss://localhost:"],
+                                {"NODE_EXTRA_CA_CERTS": str(tls.cert)})
     return start_nginx(args, workdir, port, echo_port)
 
 
-class Setup:
-    """One relay (one or more processes) in front of its own echo, as the load generator sees it."""
+def use_upstream_tls(args, workdir):
+    """Give the relays a wss:// echo to reach by name ("localhost"), trusting its throwaway
+    certificate: chatrelay through --upstream-ca, the Node relay through NODE_EXTRA_CA_CERTS."""
+    args.upstream_tls = TLSFiles(workdir)
+    args.chatrelay_option += [f"--upstream-ca={args.upstream_tls.cert}", "--allow-target=wss://localhost:*"]
 
-    def __init__(self, url, procs, echo, echo_port):
+
+class Setup:
+    """One relay (one or more processes) in front of its own echo, as the load generator sees it;
+    with a wss:// echo too, its URL through the relay (tls_url) and the processes to watch."""
+
+    def __init__(self, url, procs, echo, echo_port, tls_url=None, tls_echo=None):
         self.url = url
         self.procs = procs
         self.pids = {"relay": [p.pid for p in procs], "echo": [echo.pid]}
         self.echo_port = echo_port
+        self.tls_url = tls_url
+        self.tls_pids = tls_echo and {"relay": self.pids["relay"], "echo": [tls_echo.pid]}
 
 
 @contextlib.contextmanager
-def relay_with_echo(workdir, start):
+def relay_with_echo(workdir, start, tls=None):
     """A fresh echo and, in front of it, the relay processes `start(port, echo_port)` returns;
-    all of them stopped on exit."""
+    with `tls` (TLSFiles), also a wss:// echo; all of them stopped on exit."""
     echo_port, port = free_port(), free_port()
     echo = start_echo(workdir, echo_port)
+    tls_echo, tls_port = None, free_port()
     procs = []
     try:
+        if tls is not None:
+            tls_echo = start_echo(workdir, tls_port, tls)
         procs = start(port, echo_port)
-        yield Setup(relay_url(port, echo_port), procs, echo, echo_port)
+        yield Setup(relay_url(port, echo_port), procs, echo, echo_port,
+                    tls_echo and relay_url(port, tls_port, upstream="wss://localhost"), tls_echo)
     finally:
         for proc in procs:
             proc.stop()
         echo.stop()
+        if tls_echo is not None:
+            tls_echo.stop()
 
 
 def huge_phase(kind, args, plan, workdir):
@@ -487,7 +513,9 @@ def one_run(relays, args, plan, workdir, run_index):
     starts (in an order that rotates from phase to phase and run to run): what the machine
     does meanwhile falls on all of them alike, seconds apart rather than minutes."""
     with contextlib.ExitStack() as stack:
-        setups = {kind: stack.enter_context(relay_with_echo(workdir, partial(start_relay, kind, args, workdir)))
+        setups = {kind: stack.enter_context(relay_with_echo(
+                      workdir, partial(start_relay, kind, args, workdir),
+                      getattr(args, "upstream_tls", None) if kind != "nginx" else None))
                   for kind in relays}
         raw = {kind: {} for kind in relays}
         metrics = {kind: {} for kind in relays}
@@ -564,6 +592,7 @@ METRICS = [
     ("cpu_us_per_conn_cycle", "us", "CPU per connection cycle (2 handshakes, 1 msg, 2 closes)", ("node", 1.0)),
     ("cpu_us_user_per_conn_cycle", "us", "... of which in user space (utime)", None),
     ("cpu_us_kernel_per_conn_cycle", "us", "... of which in the kernel (stime)", None),
+    ("cpu_us_per_conn_cycle_tls", "us", "CPU per connection cycle, upstream on TLS by name (as to Binance)", None),
     ("rss_kib_per_idle_conn", "KiB", "RSS per idle relayed connection (2,000 open)", ("node", 1.0)),
     ("cpu_us_per_mib", "us", "CPU per MiB relayed, 1 MiB binary messages", None),
     ("rss_growth_kib_256mib", "KiB", "RSS growth while relaying one 256 MiB message", ("abs", 4096)),
@@ -744,6 +773,7 @@ def main():
     log("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     workdir = tempfile.mkdtemp(prefix="chatrelay-bench-")
     log(f"logs in {workdir}")
+    use_upstream_tls(args, workdir)
 
     per_run, holds, scales = [], [], []
     for run in range(runs):
