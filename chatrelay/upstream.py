@@ -1,6 +1,7 @@
 """Opening the upstream leg: TCP, verified TLS and the WebSocket handshake, within one deadline."""
 
 import re
+import weakref
 
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -56,8 +57,8 @@ class UpstreamTLS:
 
     Making them reads the platform's CA bundle into a new OpenSSL context: milliseconds during
     which the reactor, and so every relayed pair, would wait, for each upstream connection.
-    Twisted's ClientTLSOptions starts a new TLS connection, with its own host name check, for
-    every connection, so one serves them all.
+    Twisted's ClientTLSOptions starts a new TLS connection for every connection (and checks the
+    host name in each full handshake), so one serves them all.
     """
 
     def __init__(self, trust_root, max_hosts=64):
@@ -75,35 +76,55 @@ class UpstreamTLS:
         return options
 
 
+# How long sessions descending from one full handshake are resumed: what that handshake verified
+# (the certificate's validity, chain and name) is taken on trust no longer than this.
+TLS_SESSION_MAX_AGE = 3600.0
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class ResumingTLS:
     """Client TLS to one upstream address that resumes the TLS session of the last leg opened.
 
     A full TLS handshake verifies the server's certificate chain and its name, and costs the
-    relay more CPU than the rest of the connection together; a resumed one does neither,
-    because the session it resumes was made by a handshake that did. Each connection still
-    starts a TLS connection of its own (ClientTLSOptions), offering the session if there is one;
-    a server that declines it gets a full handshake, verified as always.
+    relay more CPU than the rest of the connection together. A resumed one verifies nothing:
+    it proves the server holds the session made by an earlier handshake with this address, one
+    that did verify. Each connection starts a TLS connection of its own (ClientTLSOptions) and
+    offers the session, if there is one and its full handshake was at most `max_age` ago; a
+    server that declines it gets a full handshake, verified as always.
+
+    A session is shared by the connections that resume it: should the leg it came from end
+    without TLS's close_notify (an abort), OpenSSL marks it not to be resumed, and the next
+    connections make full handshakes until one of them opens and its session is kept.
     """
 
-    def __init__(self, options):
+    def __init__(self, options, now, max_age=TLS_SESSION_MAX_AGE):
         self.options = options
+        self.now = now  # the reactor's clock (reactor.seconds)
+        self.max_age = max_age
         self.session = None
+        self._verified_at = None  # when the full handshake `session` descends from was made
+        self._offered = weakref.WeakKeyDictionary()  # connection: _verified_at of what it was offered
 
     def clientConnectionForTLS(self, tlsProtocol):
         """IOpenSSLClientConnectionCreator API."""
         connection = self.options.clientConnectionForTLS(tlsProtocol)
-        if self.session is not None:
+        if self.session is not None and self.now() - self._verified_at < self.max_age:
             connection.set_session(self.session)
+            self._offered[connection] = self._verified_at
         return connection
 
     def keep_session(self, transport):
         """A leg on `transport` opened: its session, verified and with the server's tickets (they
         come before the WebSocket handshake's answer), is the one to resume from now on."""
-        self.session = transport.getHandle().get_session()
+        connection = transport.getHandle()
+        # Offered a session, it may have resumed it (pyOpenSSL cannot tell): it counts as
+        # verified when that session's full handshake was, which at worst is too early.
+        offered = self._offered.pop(connection, None)
+        self._verified_at = self.now() if offered is None else offered
+        self.session = connection.get_session()
 
     def forget_session(self):
-        """A leg failed to open: the next connection starts afresh."""
+        """A leg's TLS failed: the next connection starts afresh."""
         self.session = None
 
 
@@ -146,7 +167,9 @@ class UpstreamEndpoints:
         if found is None:
             if len(self._endpoints) >= self.max_endpoints:  # allowlists rarely name this many
                 self._endpoints.clear()
-            sessions = ResumingTLS(self.tls.for_host(target.host)) if target.secure else None
+            sessions = None
+            if target.secure:
+                sessions = ResumingTLS(self.tls.for_host(target.host), self.reactor.seconds)
             found = self._endpoints[key] = (endpoint_for(self.reactor, target, sessions), sessions)
         return found
 
@@ -204,7 +227,7 @@ class UpstreamAttempt:
 
     def closed_before_open(self, lost_reason, not_clean_reason):
         """The leg connected but went away before its handshake completed."""
-        if self._tls_sessions is not None:
+        if self._tls_sessions is not None and isinstance(lost_reason, (SSL.Error, VerificationError)):
             self._tls_sessions.forget_session()
         if self._timed_out:
             self._fail("upstream timed out")

@@ -7,10 +7,13 @@ from types import SimpleNamespace
 import pytest
 import pytest_twisted
 
+from OpenSSL import SSL
 from OpenSSL.SSL import _lib as openssl_lib
+from zope.interface import implementer
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.testing import MemoryReactorClock
 
 from chatrelay.fakebinance import FakeBinance
@@ -124,17 +127,33 @@ def session_resumed(leg):
     return bool(openssl_lib.SSL_session_reused(leg.transport.getHandle()._ssl))
 
 
+def ticket_issuing(server_dir):
+    """Server TLS options for the certificate in `server_dir`, issuing session tickets under
+    ticket keys of their own (as most TLS servers do; Twisted's own default issues none)."""
+    key, cert = server_dir / "key.pem", server_dir / "cert.pem"
+    server_cert = ssl.PrivateCertificate.loadPEM(cert.read_text() + key.read_text())
+    return ssl.CertificateOptions(privateKey=server_cert.privateKey.original,
+                                  certificate=server_cert.original, enableSessionTickets=True)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class SwappableServerTLS:
+    """Server TLS whose options a test may replace between connections."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def serverConnectionForTLS(self, tlsProtocol):
+        return self.options.serverConnectionForTLS(tlsProtocol)
+
+
 @pytest_twisted.inlineCallbacks
 def test_upstream_tls_sessions_are_resumed(reactor, pki, relay_with_ca):
-    """An upstream that issues session tickets (as Binance's does) gets its session resumed by
-    the relay's next connection: no certificate chain to verify, and the pair relays as before."""
+    """An upstream that issues session tickets gets its session resumed by the relay's next
+    connection: no certificate chain to verify, and the pair relays as before."""
     directory, _ = pki
-    key, cert = directory / "good" / "key.pem", directory / "good" / "cert.pem"
-    server_cert = ssl.PrivateCertificate.loadPEM(cert.read_text() + key.read_text())
-    with_tickets = ssl.CertificateOptions(privateKey=server_cert.privateKey.original,
-                                          certificate=server_cert.original, enableSessionTickets=True)
     fake = FakeBinance(reactor)
-    yield fake.listen(SSL4ServerEndpoint(reactor, 0, with_tickets, interface="127.0.0.1"))
+    yield fake.listen(SSL4ServerEndpoint(reactor, 0, ticket_issuing(directory / "good"), interface="127.0.0.1"))
     try:
         resumed = []
         for content in ("first", "second", "third"):
@@ -148,6 +167,31 @@ def test_upstream_tls_sessions_are_resumed(reactor, pki, relay_with_ca):
             browser.sendClose(1000)
             assert (yield factory.closed)[1] == 1000
         assert resumed == [False, True, True]
+    finally:
+        yield fake.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_that_cannot_resume_the_session_is_verified_again(reactor, pki, relay_with_ca):
+    """At the address whose session the relay keeps, a server with another certificate, for
+    another name, and ticket keys of its own cannot resume it: the full handshake checks the name,
+    and the browser gets 1014. The next connection starts afresh (and no session is resumed)."""
+    directory, _ = pki
+    server = SwappableServerTLS(ticket_issuing(directory / "good"))
+    fake = FakeBinance(reactor)
+    yield fake.listen(SSL4ServerEndpoint(reactor, 0, server, interface="127.0.0.1"))
+    try:
+        for certificate in ("good", "wrong", "good"):
+            server.options = ticket_issuing(directory / certificate)
+            factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(fake)))
+            yield factory.opened
+            if certificate == "wrong":
+                assert (yield factory.closed) == (True, 1014, "upstream TLS hostname mismatch")
+                continue
+            binance = yield fake.next_connection()
+            assert not session_resumed(binance)
+            binance.close(4000, "bye")
+            assert (yield factory.closed) == (True, 4000, "bye")
     finally:
         yield fake.stop()
 
@@ -176,11 +220,11 @@ class RecordingOptions:
         return RecordingConnection()
 
 
-def test_the_session_of_the_last_leg_opened_is_offered_and_a_failure_forgets_it():
-    """A leg that opened gives its session to the next connections; one that failed to open
-    (any reason: a bad certificate, a refused handshake, a timeout) makes the next start afresh."""
-    sessions = ResumingTLS(RecordingOptions())
+def test_the_session_of_the_last_leg_opened_is_offered_and_a_tls_failure_forgets_it():
+    """A leg that opened gives its session to the next connections; one whose TLS failed makes
+    the next start afresh, and one refused for another reason (an HTTP status) does not."""
     clock = MemoryReactorClock()
+    sessions = ResumingTLS(RecordingOptions(), clock.seconds)
 
     class Endpoint:
         def connect(self, factory):
@@ -192,10 +236,36 @@ def test_the_session_of_the_last_leg_opened_is_offered_and_a_failure_forgets_it(
     assert sessions.clientConnectionForTLS(None).offered is None
     attempt().opened(SimpleNamespace(transport=RecordingConnection(session="session-1")))
     assert sessions.clientConnectionForTLS(None).offered == "session-1"
-    failed = attempt()
-    failed.result.addErrback(lambda failure: None)
-    failed.closed_before_open(lost_reason=None, not_clean_reason=None)
-    assert sessions.clientConnectionForTLS(None).offered is None
+    for lost_reason, offered in ((None, "session-1"), (SSL.Error("handshake failure"), None)):
+        failed = attempt()
+        failed.result.addErrback(lambda failure: None)
+        failed.closed_before_open(lost_reason, "WebSocket opening handshake failed [401]")
+        assert sessions.clientConnectionForTLS(None).offered == offered
+
+
+def test_a_session_is_offered_for_an_hour_after_the_full_handshake_it_descends_from():
+    """Resuming makes a new session, but verifies nothing: an hour after the last full handshake
+    the next connection makes one again, and its session counts from then."""
+    clock = MemoryReactorClock()
+    sessions = ResumingTLS(RecordingOptions(), clock.seconds, max_age=3600)
+
+    def opened(connection, session):
+        connection.session = session
+        sessions.keep_session(connection)  # the connection stands in for the leg's transport
+
+    opened(sessions.clientConnectionForTLS(None), "full-1")
+    clock.advance(3000)
+    resumed = sessions.clientConnectionForTLS(None)
+    assert resumed.offered == "full-1"
+    opened(resumed, "resumed-1")
+    clock.advance(599)
+    assert sessions.clientConnectionForTLS(None).offered == "resumed-1"
+    clock.advance(1)
+    full = sessions.clientConnectionForTLS(None)
+    assert full.offered is None
+    opened(full, "full-2")
+    clock.advance(3599)
+    assert sessions.clientConnectionForTLS(None).offered == "full-2"
 
 
 @pytest_twisted.inlineCallbacks
