@@ -692,9 +692,12 @@ def markdown_table(summary, scale, runs):
             want = f"/node <= {target[1]}" if target[0] == "node" else (
                 f"< {target[1]:,}{unit}" if target[1] else "0")
             verdict = f"{want}: {'**met**' if entry.get('target_met') else '**not met**'}"
+        def cell(value):
+            return fmt(value) if value is None else f"{fmt(value)}{unit}"
+
         lines.append(
-            f"| {entry['description']} | {fmt(med['chatrelay'])}{unit} | {fmt(med['node'])}{unit} | "
-            f"{fmt(med['nginx'])}{unit} | {fmt(entry['ratio_node_median'], 2)} | "
+            f"| {entry['description']} | {cell(med['chatrelay'])} | {cell(med['node'])} | "
+            f"{cell(med['nginx'])} | {fmt(entry['ratio_node_median'], 2)} | "
             f"{fmt(entry['ratio_nginx_median'], 2)} | {verdict} |")
     if scale:
         lines.append(

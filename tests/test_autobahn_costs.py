@@ -1,5 +1,8 @@
 """The trims of Autobahn's per-frame and per-connection costs (chatrelay/autobahn_costs.py)."""
 
+import inspect
+
+import autobahn.twisted.websocket as twisted_websocket
 import autobahn.websocket.protocol as websocket_protocol
 
 from chatrelay import autobahn_costs
@@ -79,20 +82,23 @@ def test_autobahn_opens_a_leg_as_the_relay_does_without_its_transport_details():
     """The legs' connectionMade and _onOpen skip only the transport details Autobahn's gather for
     WAMP (process and thread ids, the TLS channel binding, the peer certificate's details); an
     Autobahn whose versions do more must be read again before the relay leaves them out."""
-    from autobahn.twisted.websocket import WebSocketAdapterProtocol
-
     from chatrelay.legs import LegMixin
     from chatrelay.server import BrowserLeg
 
-    assert set(WebSocketAdapterProtocol.connectionMade.__code__.co_names) == {
+    assert set(twisted_websocket.WebSocketAdapterProtocol.connectionMade.__code__.co_names) == {
         "create_transport_details", "transport", "is_server", "_transport_details",
         "TransportDetails", "CHANNEL_FRAMING_WEBSOCKET", "channel_framing", "peer",
         "setTcpNoDelay", "tcpNoDelay", "_connectionMade", "log", "debug", "hltype",
         "connectionMade", "hlval",
     }
-    assert set(WebSocketAdapterProtocol._onOpen.__code__.co_names) == {
+    assert set(twisted_websocket.WebSocketAdapterProtocol._onOpen.__code__.co_names) == {
         "_transport_details", "is_secure", "transport_channel_id", "transport", "is_server",
         "channel_id", "extract_peer_certificate", "peer_cert", "onOpen",
     }
+    # Its other readers: the transport_details property, startHandshake's debug line and the
+    # argument of onConnecting (which the legs do not override): none needs what is left out.
+    assert inspect.getsource(websocket_protocol).count("_transport_details") == 4
+    # In the Twisted adapter: the two methods replaced, and a docstring.
+    assert inspect.getsource(twisted_websocket).count("_transport_details") == 10
     for leg in (UpstreamFactory.protocol, BrowserLeg):  # the legs' own come first
-        assert leg.__mro__.index(LegMixin) < leg.__mro__.index(WebSocketAdapterProtocol)
+        assert leg.__mro__.index(LegMixin) < leg.__mro__.index(twisted_websocket.WebSocketAdapterProtocol)
