@@ -526,13 +526,11 @@ class FakeBinance:
         )
         return factory
 
-    def listen(self, description="tcp:0:interface=127.0.0.1"):
-        """Start listening on a Twisted server endpoint (a description, or the endpoint itself);
+    def listen(self, endpoint="tcp:0:interface=127.0.0.1"):
+        """Start listening on a Twisted server endpoint (its description, or the endpoint itself);
         fires with the IListeningPort."""
-        if isinstance(description, str):
-            endpoint = endpoints.serverFromString(self.reactor, description)
-        else:
-            endpoint = description
+        if isinstance(endpoint, str):
+            endpoint = endpoints.serverFromString(self.reactor, endpoint)
         d = endpoint.listen(self.factory)
 
         def listening(port):

@@ -325,7 +325,7 @@ class LegMixin:
         write_through(self.transport, data)
 
     # Opening: Autobahn's own steps, without the details of the transport it gathers for WAMP.
-    # tests/test_autobahn_costs.py fails if Autobahn's versions start doing anything else.
+    # tests/test_autobahn_costs.py fails if the names Autobahn's versions use change.
 
     def connectionMade(self):
         """Twisted API: Autobahn's connectionMade, with transport details that name the peer only.

@@ -93,8 +93,10 @@ class ResumingTLS:
     server that declines it gets a full handshake, verified as always.
 
     A session is shared by the connections that resume it: should the leg it came from end
-    without TLS's close_notify (an abort), OpenSSL marks it not to be resumed, and the next
-    connections make full handshakes until one of them opens and its session is kept.
+    without TLS's close_notify (the upstream dropping TCP without one), OpenSSL marks it not to
+    be resumed, and the next connections make full handshakes until one of them opens and its
+    session is kept. Twisted's client TLS sends no session ticket extension (OP_NO_TICKET), so
+    a TLS 1.2 server resumes only from a session-ID cache of its own; TLS 1.3 uses tickets.
     """
 
     def __init__(self, options, now, max_age=TLS_SESSION_MAX_AGE):
@@ -103,23 +105,29 @@ class ResumingTLS:
         self.max_age = max_age
         self.session = None
         self._verified_at = None  # when the full handshake `session` descends from was made
-        self._offered = weakref.WeakKeyDictionary()  # connection: _verified_at of what it was offered
+        # TLS transport: (its OpenSSL connection, the _verified_at of the session it was offered)
+        self._connections = weakref.WeakKeyDictionary()
 
     def clientConnectionForTLS(self, tlsProtocol):
         """IOpenSSLClientConnectionCreator API."""
         connection = self.options.clientConnectionForTLS(tlsProtocol)
+        offered = None
         if self.session is not None and self.now() - self._verified_at < self.max_age:
             connection.set_session(self.session)
-            self._offered[connection] = self._verified_at
+            offered = self._verified_at
+        self._connections[tlsProtocol] = (connection, offered)
         return connection
 
     def keep_session(self, transport):
-        """A leg on `transport` opened: its session, verified and with the server's tickets (they
-        come before the WebSocket handshake's answer), is the one to resume from now on."""
-        connection = transport.getHandle()
+        """A leg on `transport` (a TLS transport made here) opened: its session, verified and with
+        the server's tickets (they come before the WebSocket handshake's answer), is the one to
+        resume from now on."""
+        made = self._connections.pop(transport, None)
+        if made is None:  # not a TLS transport made here: nothing to resume from
+            return
+        connection, offered = made
         # Offered a session, it may have resumed it (pyOpenSSL cannot tell): it counts as
         # verified when that session's full handshake was, which at worst is too early.
-        offered = self._offered.pop(connection, None)
         self._verified_at = self.now() if offered is None else offered
         self.session = connection.get_session()
 
@@ -129,8 +137,8 @@ class ResumingTLS:
 
 
 def endpoint_for(reactor, target, tls):
-    """The client endpoint for a target (`tls`: its ResumingTLS, for a wss:// target): always
-    verify the certificate and the host name.
+    """The client endpoint for a target (`tls`: its ResumingTLS, for a wss:// target): every full
+    TLS handshake verifies the certificate and the host name.
 
     It has no timeout of its own: the UpstreamAttempt's one timer bounds the whole attempt,
     connecting included (a second timer per connection would only race it).

@@ -26,7 +26,7 @@ from chatrelay.upstream import (
     UpstreamTLS,
 )
 from tests.certs import CertificateAuthority
-from tests.loopback import open_browser, relay_url, start_relay
+from tests.loopback import WAIT, open_browser, relay_url, start_relay
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,7 @@ class SwappableServerTLS:
         self.options = options
 
     def serverConnectionForTLS(self, tlsProtocol):
+        """IOpenSSLServerConnectionCreator API."""
         return self.options.serverConnectionForTLS(tlsProtocol)
 
 
@@ -159,10 +160,10 @@ def test_upstream_tls_sessions_are_resumed(reactor, pki, relay_with_ca):
         for content in ("first", "second", "third"):
             factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(fake)))
             browser = yield factory.opened
-            binance = yield fake.next_connection()
+            binance = yield fake.next_connection().addTimeout(WAIT, reactor)
             resumed.append(session_resumed(binance))
             browser.sendMessage(json.dumps({"type": "text", "orderNo": "1", "content": content, "uuid": content}).encode())
-            echo, _ = yield browser.next_message()
+            echo, _ = yield browser.next_message().addTimeout(WAIT, reactor)
             assert json.loads(echo)["content"] == content
             browser.sendClose(1000)
             assert (yield factory.closed)[1] == 1000
@@ -175,23 +176,27 @@ def test_upstream_tls_sessions_are_resumed(reactor, pki, relay_with_ca):
 def test_a_server_that_cannot_resume_the_session_is_verified_again(reactor, pki, relay_with_ca):
     """At the address whose session the relay keeps, a server with another certificate, for
     another name, and ticket keys of its own cannot resume it: the full handshake checks the name,
-    and the browser gets 1014. The next connection starts afresh (and no session is resumed)."""
+    and the browser gets 1014. That failure makes the relay forget the session: back to the first
+    server, which could resume it, the next connection makes a full handshake."""
     directory, _ = pki
-    server = SwappableServerTLS(ticket_issuing(directory / "good"))
+    good = ticket_issuing(directory / "good")
+    server = SwappableServerTLS(good)
     fake = FakeBinance(reactor)
     yield fake.listen(SSL4ServerEndpoint(reactor, 0, server, interface="127.0.0.1"))
     try:
-        for certificate in ("good", "wrong", "good"):
-            server.options = ticket_issuing(directory / certificate)
+        resumed = []
+        for options in (good, good, ticket_issuing(directory / "wrong"), good):
+            server.options = options
             factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(fake)))
-            yield factory.opened
-            if certificate == "wrong":
+            browser = yield factory.opened
+            if options is not good:
                 assert (yield factory.closed) == (True, 1014, "upstream TLS hostname mismatch")
                 continue
-            binance = yield fake.next_connection()
-            assert not session_resumed(binance)
-            binance.close(4000, "bye")
-            assert (yield factory.closed) == (True, 4000, "bye")
+            binance = yield fake.next_connection().addTimeout(WAIT, reactor)
+            resumed.append(session_resumed(binance))
+            browser.sendClose(1000)  # a clean close: the session stays resumable
+            assert (yield factory.closed)[1] == 1000
+        assert resumed == [False, True, False]
     finally:
         yield fake.stop()
 
@@ -199,25 +204,40 @@ def test_a_server_that_cannot_resume_the_session_is_verified_again(reactor, pki,
 class RecordingConnection:
     """What ResumingTLS asks of an OpenSSL connection, recorded."""
 
-    def __init__(self, session=None):
-        self.offered = None
-        self.session = session
+    def __init__(self):
+        self.offered = None  # the session ResumingTLS offered
+        self.session = None  # the session the handshake ends with
 
     def set_session(self, session):
+        """pyOpenSSL API: offer `session`."""
         self.offered = session
 
     def get_session(self):
+        """pyOpenSSL API: the connection's session."""
         return self.session
-
-    def getHandle(self):  # as a leg's TLS transport, whose handle is its OpenSSL connection
-        return self
 
 
 class RecordingOptions:
     """ClientTLSOptions' one call, making RecordingConnections."""
 
     def clientConnectionForTLS(self, tlsProtocol):
+        """IOpenSSLClientConnectionCreator API."""
         return RecordingConnection()
+
+
+class TLSTransport:
+    """Stands in for the TLSMemoryBIOProtocol of one upstream connection: the leg's transport."""
+
+    def __init__(self, sessions):
+        self.connection = sessions.clientConnectionForTLS(self)
+
+
+class HeldEndpoint:
+    """An endpoint whose connections never complete (the attempt's outcome is the test's)."""
+
+    def connect(self, factory):
+        """IStreamClientEndpoint API."""
+        return defer.Deferred()
 
 
 def test_the_session_of_the_last_leg_opened_is_offered_and_a_tls_failure_forgets_it():
@@ -226,21 +246,23 @@ def test_the_session_of_the_last_leg_opened_is_offered_and_a_tls_failure_forgets
     clock = MemoryReactorClock()
     sessions = ResumingTLS(RecordingOptions(), clock.seconds)
 
-    class Endpoint:
-        def connect(self, factory):
-            return defer.Deferred()
-
     def attempt():
-        return UpstreamAttempt(clock, Endpoint(), SimpleNamespace(), 10, tls_sessions=sessions)
+        return UpstreamAttempt(clock, HeldEndpoint(), SimpleNamespace(), 10, tls_sessions=sessions)
 
-    assert sessions.clientConnectionForTLS(None).offered is None
-    attempt().opened(SimpleNamespace(transport=RecordingConnection(session="session-1")))
-    assert sessions.clientConnectionForTLS(None).offered == "session-1"
+    first = TLSTransport(sessions)
+    assert first.connection.offered is None
+    first.connection.session = "session-1"
+    attempt().opened(SimpleNamespace(transport=first))
+    assert TLSTransport(sessions).connection.offered == "session-1"
+    elsewhere = TLSTransport(ResumingTLS(RecordingOptions(), clock.seconds))
+    elsewhere.connection.session = "session-elsewhere"
+    sessions.keep_session(elsewhere)  # a transport it did not make: ignored
+    assert TLSTransport(sessions).connection.offered == "session-1"
     for lost_reason, offered in ((None, "session-1"), (SSL.Error("handshake failure"), None)):
         failed = attempt()
         failed.result.addErrback(lambda failure: None)
         failed.closed_before_open(lost_reason, "WebSocket opening handshake failed [401]")
-        assert sessions.clientConnectionForTLS(None).offered == offered
+        assert TLSTransport(sessions).connection.offered == offered
 
 
 def test_a_session_is_offered_for_an_hour_after_the_full_handshake_it_descends_from():
@@ -249,23 +271,23 @@ def test_a_session_is_offered_for_an_hour_after_the_full_handshake_it_descends_f
     clock = MemoryReactorClock()
     sessions = ResumingTLS(RecordingOptions(), clock.seconds, max_age=3600)
 
-    def opened(connection, session):
-        connection.session = session
-        sessions.keep_session(connection)  # the connection stands in for the leg's transport
+    def opened(transport, session):
+        transport.connection.session = session
+        sessions.keep_session(transport)
 
-    opened(sessions.clientConnectionForTLS(None), "full-1")
+    opened(TLSTransport(sessions), "full-1")
     clock.advance(3000)
-    resumed = sessions.clientConnectionForTLS(None)
-    assert resumed.offered == "full-1"
+    resumed = TLSTransport(sessions)
+    assert resumed.connection.offered == "full-1"
     opened(resumed, "resumed-1")
     clock.advance(599)
-    assert sessions.clientConnectionForTLS(None).offered == "resumed-1"
+    assert TLSTransport(sessions).connection.offered == "resumed-1"
     clock.advance(1)
-    full = sessions.clientConnectionForTLS(None)
-    assert full.offered is None
+    full = TLSTransport(sessions)
+    assert full.connection.offered is None
     opened(full, "full-2")
     clock.advance(3599)
-    assert sessions.clientConnectionForTLS(None).offered == "full-2"
+    assert TLSTransport(sessions).connection.offered == "full-2"
 
 
 @pytest_twisted.inlineCallbacks
