@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Profile chatrelay under one benchmark load: per message (100 connections) or per connection.
 
-    python bench/profile_relay.py [--load msgs|cycles|idle] [--tool cprofile|py-spy] [--seconds 10]
-        [--chatrelay-src DIR] [--top 40]
+    python bench/profile_relay.py [--load msgs|cycles|cycles_tls|idle] [--tool cprofile|py-spy]
+        [--seconds 10] [--chatrelay-src DIR] [--top 40]
+
+`cycles_tls` is `cycles` with the upstream leg on TLS, reached by name as Binance is.
 
 cprofile runs the relay under `twistd --profiler=cprofile` and prints the functions by own time
 with call counts per relayed message (or per connection cycle); py-spy (pip install py-spy)

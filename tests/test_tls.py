@@ -1,5 +1,6 @@
 """TLS on both legs, with certificates made for the test: direct `ssl:` listening, and an upstream
-verified against --upstream-ca (a wrong host name or an unknown CA is a 1014)."""
+verified against --upstream-ca (a wrong host name or an unknown CA is a 1014), whose TLS sessions
+are resumed."""
 
 import json
 from types import SimpleNamespace
