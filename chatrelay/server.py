@@ -25,7 +25,7 @@ from chatrelay.limits import Limits
 from chatrelay.metrics import RelayMetrics
 from chatrelay.relay import BROWSER, Relay
 from chatrelay.report import ConnectionReport, LegClose
-from chatrelay.upstream import UpstreamAttempt, UpstreamEndpoints, UpstreamFailure, UpstreamTLS
+from chatrelay.upstream import UpstreamAttempt, UpstreamEndpoints, UpstreamFailure
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _CLOSING = WebSocketProtocol.STATE_CLOSING
@@ -261,7 +261,7 @@ class RelayServerFactory(WebSocketServerFactory):
         self.upstream_live = set()  # upstream legs, from connect to connectionLost
         self.metrics.count_connections(self.live)
         self._idle_waiters = []
-        self._upstream_endpoints = UpstreamEndpoints(reactor, UpstreamTLS(trust_root))
+        self._upstream_endpoints = UpstreamEndpoints(reactor, trust_root)
         self._upstream_factory = UpstreamFactory.for_settings(settings)
         self.setProtocolOptions(
             webStatus=False,

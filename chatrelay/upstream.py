@@ -52,30 +52,6 @@ class PlatformTrustPlus:
             store.add_cert(certificate)
 
 
-class UpstreamTLS:
-    """Client TLS options per upstream host name, each made once and then reused.
-
-    Making them reads the platform's CA bundle into a new OpenSSL context: milliseconds during
-    which the reactor, and so every relayed pair, would wait, for each upstream connection.
-    Twisted's ClientTLSOptions starts a new TLS connection for every connection (and checks the
-    host name in each full handshake), so one serves them all.
-    """
-
-    def __init__(self, trust_root, max_hosts=64):
-        self.trust_root = trust_root
-        self.max_hosts = max_hosts
-        self._options = {}
-
-    def for_host(self, host):
-        """The ClientTLSOptions for connections to `host`."""
-        options = self._options.get(host)
-        if options is None:
-            if len(self._options) >= self.max_hosts:  # allowlists rarely name this many hosts
-                self._options.clear()
-            options = self._options[host] = ssl.optionsForClientTLS(host, trustRoot=self.trust_root)
-        return options
-
-
 # How long sessions descending from one full handshake are resumed: what that handshake verified
 # (the certificate's validity, chain and name) is taken on trust no longer than this.
 TLS_SESSION_MAX_AGE = 3600.0
@@ -155,16 +131,17 @@ def endpoint_for(reactor, target, tls):
 
 
 class UpstreamEndpoints:
-    """The client endpoint and TLS sessions of each upstream address, made once and then reused.
+    """The client endpoint and TLS of each upstream address, made once and then reused.
 
     An endpoint only says where and how to connect, and each `connect` is a new connection;
-    making a HostnameEndpoint IDNA-encodes its name, work that was done again for every
-    connection to Binance.
+    making a HostnameEndpoint IDNA-encodes its name. Making a wss:// address's TLS options reads
+    the platform's CA bundle into a new OpenSSL context: milliseconds during which the reactor,
+    and so every relayed pair, would wait. Both were once done for every connection to Binance.
     """
 
-    def __init__(self, reactor, tls, max_endpoints=64):
+    def __init__(self, reactor, trust_root, max_endpoints=64):
         self.reactor = reactor
-        self.tls = tls
+        self.trust_root = trust_root
         self.max_endpoints = max_endpoints
         self._endpoints = {}
 
@@ -177,7 +154,8 @@ class UpstreamEndpoints:
                 self._endpoints.clear()
             sessions = None
             if target.secure:
-                sessions = ResumingTLS(self.tls.for_host(target.host), self.reactor.seconds)
+                options = ssl.optionsForClientTLS(target.host, trustRoot=self.trust_root)
+                sessions = ResumingTLS(options, self.reactor.seconds)
             found = self._endpoints[key] = (endpoint_for(self.reactor, target, sessions), sessions)
         return found
 

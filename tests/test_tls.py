@@ -24,7 +24,6 @@ from chatrelay.upstream import (
     ResumingTLS,
     UpstreamAttempt,
     UpstreamEndpoints,
-    UpstreamTLS,
 )
 from tests.certs import CertificateAuthority
 from tests.loopback import WAIT, open_browser, relay_url, start_relay
@@ -91,8 +90,9 @@ def test_upstream_tls_verified_with_the_extra_ca(reactor, relay_with_ca, fakes):
     assert (yield factory.closed) == (True, 4000, "tls bye")
 
 
-def test_tls_options_are_made_once_per_host(monkeypatch):
-    """Making them reads the CA bundle (milliseconds of a blocked reactor): once per host."""
+def test_endpoints_and_tls_options_are_made_once_per_address(monkeypatch):
+    """Making a host name's endpoint IDNA-encodes the name, and making TLS options reads the CA
+    bundle (milliseconds of a blocked reactor): once per host, port and scheme."""
     made = []
     real = ssl.optionsForClientTLS
 
@@ -101,25 +101,17 @@ def test_tls_options_are_made_once_per_host(monkeypatch):
         return real(host, trustRoot=trustRoot)
 
     monkeypatch.setattr(ssl, "optionsForClientTLS", counting)
-    tls = UpstreamTLS(PlatformTrustPlus(), max_hosts=2)
-    assert tls.for_host("a.test") is tls.for_host("a.test")
-    tls.for_host("b.test")
-    tls.for_host("c.test")  # over max_hosts: the cache starts again
-    tls.for_host("a.test")
-    assert made == ["a.test", "b.test", "c.test", "a.test"]
-
-
-def test_endpoints_are_made_once_per_address():
-    """Making a host name's endpoint IDNA-encodes the name: once per host, port and scheme."""
-    endpoints = UpstreamEndpoints(MemoryReactorClock(), UpstreamTLS(PlatformTrustPlus()), max_endpoints=3)
+    endpoints = UpstreamEndpoints(MemoryReactorClock(), PlatformTrustPlus(), max_endpoints=3)
     wss = parse_target("wss://im.binance.com/chat/k?token=t")
     first = endpoints.for_target(wss)
     assert endpoints.for_target(parse_target("wss://im.binance.com:443/chat/other?token=u")) is first
     others = [endpoints.for_target(parse_target(url)) for url in (
         "wss://im.binance.com:8443/chat/k", "ws://im.binance.com:443/chat/k")]
     assert len({id(first), *map(id, others)}) == 3
+    assert others[1][1] is None  # ws://: no TLS
     endpoints.for_target(parse_target("ws://127.0.0.1:9/chat/k"))  # over max_endpoints: starts again
     assert endpoints.for_target(wss) is not first
+    assert made == ["im.binance.com", "im.binance.com", "im.binance.com"]
 
 
 def session_resumed(leg):
@@ -293,8 +285,9 @@ def test_a_session_is_offered_for_an_hour_after_the_full_handshake_it_descends_f
 
 @pytest_twisted.inlineCallbacks
 def test_reused_tls_options_still_check_each_connection(reactor, relay_with_ca, fakes):
-    """Connections to one host share its TLS options, and each is verified on its own: a good
-    certificate, then one from the right CA for another name (same host, 127.0.0.1), then good."""
+    """Connections to one address share its TLS options, and each full handshake is verified on
+    its own: a good certificate, then one from the right CA for another name (another port of
+    the same host), then the good one again (a server issuing no session tickets)."""
     good, wrong = fakes
     for fake in (good, wrong, good):
         factory = open_browser(reactor, relay_url(relay_with_ca.port, wss_target(fake)))
