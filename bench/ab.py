@@ -85,9 +85,9 @@ def main():
     node_options = ["--ping-interval", str(args.ping_interval)]
     node_env = {}
     if tls is not None:  # every relay also reaches a wss:// echo, by name, trusting its certificate
-        args.chatrelay_option += [f"--upstream-ca={tls.cert}", "--allow-target=wss://localhost:*"]
-        node_options += ["--allow-prefix", "wss://localhost:"]
-        node_env = {"NODE_EXTRA_CA_CERTS": str(tls.cert)}
+        args.chatrelay_option += tls.chatrelay_options()
+        node_tls_options, node_env = tls.node_relay_options()
+        node_options += node_tls_options
     relays = []
     try:
         for index, src in enumerate(args.src):

@@ -83,7 +83,7 @@ def main():
     tls = bench.TLSFiles(workdir) if args.load == "cycles_tls" else None
     echo = bench.start_echo(workdir, echo_port, tls)
     if tls is not None:  # the upstream leg on TLS, by name, as to Binance
-        args.chatrelay_option += [f"--upstream-ca={tls.cert}", "--allow-target=wss://localhost:*"]
+        args.chatrelay_option += tls.chatrelay_options()
     command = bench.chatrelay_command(args, f"tcp:{port}:interface=127.0.0.1", workdir)
     if args.tool == "cprofile":
         command[1:1] = [f"--profile={out}", "--profiler=cprofile", "--savestats"]

@@ -333,6 +333,14 @@ class TLSFiles:
         if made.returncode:
             raise RuntimeError(f"openssl could not make a certificate: {made.stderr}")
 
+    def chatrelay_options(self):
+        """chatrelay's options to reach a wss:// echo by name, trusting this certificate."""
+        return [f"--upstream-ca={self.cert}", "--allow-target=wss://localhost:*"]
+
+    def node_relay_options(self):
+        """The Node relay's options and environment to do the same."""
+        return ["--allow-prefix", "wss://localhost:"], {"NODE_EXTRA_CA_CERTS": str(self.cert)}
+
 
 def relay_url(port, echo_port, upstream="ws://127.0.0.1"):
     target = urllib.parse.quote(f"{upstream}:{echo_port}/chat/bench?token=t", safe="")
@@ -442,8 +450,7 @@ def start_relay(kind, args, workdir, port, echo_port):
         tls = getattr(args, "upstream_tls", None)
         if tls is None:
             return start_node_relay(args, workdir, port)
-        return start_node_relay(args, workdir, port, ["--allow-prefix", "wss://localhost:"],
-                                {"NODE_EXTRA_CA_CERTS": str(tls.cert)})
+        return start_node_relay(args, workdir, port, *tls.node_relay_options())
     return start_nginx(args, workdir, port, echo_port)
 
 
@@ -451,7 +458,7 @@ def use_upstream_tls(args, workdir):
     """Give the relays a wss:// echo to reach by name ("localhost"), trusting its throwaway
     certificate: chatrelay through --upstream-ca, the Node relay through NODE_EXTRA_CA_CERTS."""
     args.upstream_tls = TLSFiles(workdir)
-    args.chatrelay_option += [f"--upstream-ca={args.upstream_tls.cert}", "--allow-target=wss://localhost:*"]
+    args.chatrelay_option += args.upstream_tls.chatrelay_options()
 
 
 class Setup:
