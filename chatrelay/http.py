@@ -10,12 +10,27 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse, urlsplit
 
 _UPGRADE_HEADER = re.compile(rb"\r\nupgrade:", re.IGNORECASE)
+_FORWARDED_FOR = re.compile(rb"\r\nx-forwarded-for:(.*?)(?=\r\n)", re.IGNORECASE | re.DOTALL)
 _STATUS_TEXT = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 def wants_upgrade(head):
     """Whether the request head (bytes up to the blank line) has an Upgrade header."""
     return _UPGRADE_HEADER.search(head) is not None
+
+
+def forwarded_for(head):
+    """The request head's X-Forwarded-For lines, joined in order as one list (None without one).
+
+    Read from the head's CRLF-separated lines, as the proxy wrote them. Autobahn's parser also
+    breaks lines at bytes such as 0x85 and 0x0b, which nginx passes on inside a header's value:
+    to Autobahn, a client's "User-Agent: x<0x85>X-Forwarded-For: <any address>" is one more
+    X-Forwarded-For line, after nginx's own.
+    """
+    lines = _FORWARDED_FOR.findall(head)
+    if not lines:
+        return None
+    return ",".join(line.decode("iso-8859-1") for line in lines)
 
 
 def request_line_problem(head):

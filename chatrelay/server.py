@@ -18,7 +18,7 @@ from autobahn.websocket.types import ConnectionDeny
 from chatrelay import autobahn_costs, closecodes
 from chatrelay.clients import ClientAddresses, peer_host, peer_label
 from chatrelay.gate import Refusal
-from chatrelay.http import Routes, parse_plain_request, request_line_problem, wants_upgrade
+from chatrelay.http import Routes, forwarded_for, parse_plain_request, request_line_problem, wants_upgrade
 from chatrelay.keepalive import KeepaliveWheel
 from chatrelay.legs import LegMixin, UpstreamFactory
 from chatrelay.limits import Limits
@@ -145,7 +145,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
 
     def onConnect(self, request):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
-        self.client = self._resolve_client(request.headers.get("x-forwarded-for"))
+        self.client = self._resolve_client(forwarded_for(self.http_request_data))
         self.report = ConnectionReport(
             self.factory.reactor, self.client, peer_label(self._tcp_peer), self.factory.metrics.ended
         )

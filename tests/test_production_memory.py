@@ -71,6 +71,29 @@ def test_forwarded_for_counts_only_from_trusted_proxies(make_harness):
     assert harness.browser(peer="192.0.2.5", headers={"X-Forwarded-For": "198.51.100.10"}).closed[1] == 1013
 
 
+@pytest.mark.parametrize("line_break", [b"\x85", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\r", b"\n"])
+def test_a_header_hidden_in_another_cannot_pose_as_forwarded_for(make_harness, line_break):
+    """nginx passes bytes such as 0x85 and 0x0b on inside a header's value, and Autobahn's parser
+    also breaks lines there: a client hiding "X-Forwarded-For: <any address>" in its User-Agent
+    must still count as the address nginx's own X-Forwarded-For line names."""
+    harness = make_harness(limits=Limits(max_per_client=1), clients=ClientAddresses(["127.0.0.1"]))
+
+    def through_nginx(forged):
+        client = harness.raw(peer="127.0.0.1")
+        # nginx writes the headers it sets (its X-Forwarded-For) before the client's own.
+        client.transport.write(upgrade_request(extra_headers=(
+            b"X-Forwarded-For: 198.51.100.1\r\n"
+            b"User-Agent: M" + line_break + b"X-Forwarded-For: " + forged + b"\r\n").decode("latin-1")))
+        harness.flush()
+        return client
+
+    first = through_nginx(b"203.0.113.1")
+    harness.upstream()
+    harness.flush()
+    assert bytes(first.received).startswith(b"HTTP/1.1 101") and not first.transport.disconnected
+    assert close_frame_after_101(through_nginx(b"203.0.113.2").received)[0] == 1013
+
+
 @pytest.mark.parametrize(
     "peer, header, expected",
     [
