@@ -147,10 +147,13 @@ class LegMixin:
         """KeepaliveWheel API: time for the next ping, or the pong awaited is late."""
         if self.state != _OPEN:
             self._stop_keepalive()  # closing: the close handshake's own timeout applies
-        elif not self.awaiting_pong or self.reading_paused:
-            # A paused leg is pinged again, not dropped: its pong may be waiting unread behind
-            # data the other leg cannot take yet.
+        elif not self.awaiting_pong:
             self._send_keepalive_ping()
+        elif self.reading_paused:
+            # Not dropped: the pong may be waiting unread behind data the other leg cannot
+            # take yet. The same ping stays awaited (the pong to a replaced one would be a
+            # stranger, passed on to the other side), for another timeout.
+            self.keepalive.call_after(self, self.keepalive.timeout)
         else:
             self._stop_keepalive()
             self.wasClean = False

@@ -332,15 +332,25 @@ def test_dead_browser_is_detected_by_keepalive(make_harness):
 
 
 def test_paused_leg_is_not_declared_dead(make_harness):
-    """While the relay itself stops reading a leg, its unanswered ping is not fatal."""
+    """While the relay itself stops reading a leg, its unanswered ping is not fatal; the pong,
+    read once reading resumes, still answers it, and does not reach the other side."""
     harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
     browser, upstream = joined(harness)
     leg = harness.factory.live.copy().pop()
-    ReadValve(leg).pauseProducing()
+    valve = ReadValve(leg)
+    valve.pauseProducing()
     browser.onPing = browser.pings.append
     harness.advance(10.5)
     harness.advance(6.0)
+    harness.advance(6.0)
     assert browser.closed is None and upstream.closed is None
+    valve.resumeProducing()
+    for ping in browser.pings:
+        browser.sendPong(ping)
+    harness.flush()
+    assert upstream.pongs == []
+    harness.advance(10.5)  # the next ping comes an interval after the pong
+    assert browser.closed is None and upstream.closed is None and len(browser.pings) >= 2
 
 
 @pytest.mark.parametrize("ping_interval, ping_timeout", [(1.0, 3.0), (10.0, 4.0)])
