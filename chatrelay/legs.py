@@ -250,7 +250,12 @@ class LegMixin:
 
     def _fail_connection(self, code=closecodes.GOING_AWAY, reason="going away"):
         if self.relay is not None and self.state in (_OPEN, _CLOSING):
-            self.relay.failed(self, code, reason)
+            if self.current_frame is not None and self.current_frame.opcode == 8:
+                # A close Autobahn refuses (its reason not UTF-8: 1007 on this leg) is, to
+                # the other side, a peer's protocol error, not a message of its own gone bad.
+                self.relay.failed(self, closecodes.PROTOCOL_ERROR, reason)
+            else:
+                self.relay.failed(self, code, reason)
         WebSocketProtocol._fail_connection(self, code, reason)
 
     _flush_deadline = None

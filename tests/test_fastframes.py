@@ -280,6 +280,21 @@ def test_protocol_errors_from_the_upstream_fail_with_1002(harness, bad):
     assert browser.closed[1] == 1014
 
 
+@pytest.mark.parametrize("side", ["browser", "upstream"])
+def test_a_close_reason_not_utf8_fails_the_other_side_as_a_protocol_error(harness, side):
+    """A close whose reason is not UTF-8 fails its leg with 1007, as Autobahn does; the other
+    side hears of a failed peer (1014 toward the browser, 1001 toward the upstream), not 1007,
+    which would say that a message it received was bad (and which the client does not retry)."""
+    browser, upstream = joined(harness)
+    close = struct.pack("!H", 4000) + b"\xff\xfe"
+    if side == "browser":
+        browser.sendData(frame(close, opcode=0x8, mask=b"abcd"))
+    else:
+        upstream.sendData(frame(close, opcode=0x8))
+    harness.flush()
+    assert (browser.closed[1], upstream.closed[1]) == ((1007, 1001) if side == "browser" else (1014, 1007))
+
+
 def test_frames_after_a_close_are_not_relayed(harness, taken):
     """Once the browser closed, frames it sends after its close frame are not relayed."""
     browser, upstream = joined(harness)
