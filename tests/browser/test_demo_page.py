@@ -20,7 +20,8 @@ RECORD_SOCKETS = """
       super(url, protocols);
       window.__sockets.push({ url: String(url), t: performance.now() });
       this.addEventListener("close", (event) =>
-        window.__closes.push({ code: event.code, reason: event.reason, t: performance.now() }));
+        window.__closes.push({ code: event.code, reason: event.reason, wasClean: event.wasClean,
+                              t: performance.now() }));
     }
   };
 })();
