@@ -237,9 +237,9 @@ class Browser(WebSocketClientProtocol):
         return self._flood.done
 
 
-def open_browser(reactor, url, protocols=None, endpoint=None):
+def open_browser(reactor, url, protocols=None, endpoint=None, headers=None):
     """Connect a Browser to `url`; returns its factory, whose `opened` and `closed` Deferreds tell."""
-    factory = WebSocketClientFactory(url, protocols=protocols)
+    factory = WebSocketClientFactory(url, protocols=protocols, headers=headers)
     factory.protocol = Browser
     # Browsers answer a close with its own code and reason (Autobahn's default is 1000).
     factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=WAIT, closeHandshakeTimeout=WAIT,
