@@ -30,6 +30,7 @@ from chatrelay.upstream import UpstreamAttempt, UpstreamEndpoints, UpstreamFailu
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
+REFUSAL_CLOSE_TIMEOUT = 1.0  # seconds a refused browser has to answer the close of its refusal
 
 
 class BrowserLeg(LegMixin, WebSocketServerProtocol):
@@ -197,6 +198,9 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         """IWebSocketChannel API."""
         self.forget_handshake()
         if self._refusal is not None:
+            # A browser answers a close at once: one that does not keeps its slot for a second,
+            # not for --close-timeout, so that refused connections cannot fill the relay.
+            self.closeHandshakeTimeout = min(self.closeHandshakeTimeout, REFUSAL_CLOSE_TIMEOUT)
             self.sendCloseFrame(self._refusal.code, encode_truncate(self._refusal.reason, 123))
         else:
             self.factory.metrics.handshake("relayed", 101)

@@ -14,7 +14,7 @@ from chatrelay.credentials import mint_ticket
 from chatrelay.gate import Refusal
 from chatrelay.limits import Limits, client_key
 from chatrelay.status import StatusPages
-from tests.memory import TOKEN, UPSTREAM_URL, close_frame_after_101, relay_query, upgrade_request
+from tests.memory import TOKEN, UPSTREAM_URL, BrowserClient, close_frame_after_101, relay_query, upgrade_request
 
 
 def get(harness, path, peer="127.0.0.1", headers=""):
@@ -46,6 +46,25 @@ def test_connections_per_client_address_are_limited(make_harness):
     assert harness.browser(peer="192.0.2.1").closed[1] == 1013
     other = harness.browser(peer="192.0.2.2")
     assert other.closed is None
+
+
+@pytest.mark.parametrize("query", [relay_query(key="wrong"), relay_query(target="wss://elsewhere.example/chat/x")],
+                         ids=["bad-key", "forbidden-target"])
+def test_a_refused_browser_that_never_answers_holds_its_slot_one_second(make_harness, monkeypatch, query):
+    """A refusal waits for the browser's answer to its close for one second, not --close-timeout
+    (5 s): a browser answers at once, and refused connections must not fill the relay."""
+    harness = make_harness(limits=Limits(max_connections=1, max_per_client=10))
+    with monkeypatch.context() as patch:
+        patch.setattr(BrowserClient, "onCloseFrame", lambda self, code, reason: None)  # never answers
+        harness.browser(query=query, peer="192.0.2.1")
+    assert harness.factory.limits.total == 1
+    harness.advance(0.9)
+    assert harness.factory.limits.total == 1
+    harness.advance(0.2)
+    assert harness.factory.limits.total == 0
+    admitted = harness.browser(peer="192.0.2.2")
+    harness.upstream()
+    assert admitted.state == admitted.STATE_OPEN and admitted.closed is None
 
 
 def test_a_closed_connection_frees_its_slot(make_harness):
