@@ -147,13 +147,15 @@ class LegMixin:
         """KeepaliveWheel API: time for the next ping, or the pong awaited is late."""
         if self.state != _OPEN:
             self._stop_keepalive()  # closing: the close handshake's own timeout applies
+        elif self.reading_paused and self.own_ping is not None:
+            # The relay stopped reading this leg (the other side is slow to take its data), and
+            # the last ping's pong may be waiting unread behind that data: the leg is not
+            # dropped, nor pinged anew (the pong to a replaced ping would be a stranger's,
+            # passed on to the other side). Looked at again a timeout or an interval later.
+            self.keepalive.call_after(
+                self, self.keepalive.timeout if self.awaiting_pong else self.keepalive.interval)
         elif not self.awaiting_pong:
             self._send_keepalive_ping()
-        elif self.reading_paused:
-            # Not dropped: the pong may be waiting unread behind data the other leg cannot
-            # take yet. The same ping stays awaited (the pong to a replaced one would be a
-            # stranger, passed on to the other side), for another timeout.
-            self.keepalive.call_after(self, self.keepalive.timeout)
         else:
             self._stop_keepalive()
             self.wasClean = False

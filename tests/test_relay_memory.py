@@ -344,13 +344,50 @@ def test_paused_leg_is_not_declared_dead(make_harness):
     harness.advance(6.0)
     harness.advance(6.0)
     assert browser.closed is None and upstream.closed is None
+    assert len(browser.pings) == 1  # the same ping is still the one awaited
     valve.resumeProducing()
-    for ping in browser.pings:
-        browser.sendPong(ping)
+    browser.sendPong(browser.pings[0])
     harness.flush()
     assert upstream.pongs == []
     harness.advance(10.5)  # the next ping comes an interval after the pong
-    assert browser.closed is None and upstream.closed is None and len(browser.pings) >= 2
+    assert browser.closed is None and upstream.closed is None and len(browser.pings) == 2
+
+
+def test_paused_leg_answered_by_a_message_is_not_pinged_anew_before_its_pong(make_harness):
+    """A message stood in for the pong, then the relay paused the leg with the pong still unread:
+    no new ping replaces the one whose pong is on its way, so that pong, once read, stops at the
+    relay too."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser, upstream = joined(harness)
+    leg = harness.factory.live.copy().pop()
+    browser.onPing = browser.pings.append
+    harness.advance(10.5)
+    browser.sendMessage(b"instead of the pong")
+    harness.flush()
+    valve = ReadValve(leg)
+    valve.pauseProducing()
+    harness.advance(10.5)  # the next ping would be due
+    assert len(browser.pings) == 1 and browser.closed is None
+    valve.resumeProducing()
+    browser.sendPong(browser.pings[0])
+    harness.flush()
+    assert upstream.messages == [(b"instead of the pong", False)] and upstream.pongs == []
+
+
+def test_paused_leg_whose_pong_never_comes_is_dropped_a_timeout_after_it_resumes(make_harness):
+    """Pausing does not make a dead browser immortal: once reading resumes, the ping still awaited
+    times out as any other, and Binance hears 1001."""
+    harness = make_harness(ping_interval=10.0, ping_timeout=5.0)
+    browser, upstream = joined(harness)
+    valve = ReadValve(harness.factory.live.copy().pop())
+    valve.pauseProducing()
+    browser.onPing = browser.pings.append  # never answers
+    harness.advance(10.5)
+    harness.advance(6.0)
+    assert upstream.closed is None
+    valve.resumeProducing()
+    harness.advance(5.5)
+    assert upstream.closed[1] == 1001
 
 
 @pytest.mark.parametrize("ping_interval, ping_timeout", [(1.0, 3.0), (10.0, 4.0)])
