@@ -29,6 +29,7 @@ masking.use_strong_keys_in_autobahn()
 _OPEN = WebSocketProtocol.STATE_OPEN
 _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CLOSED = WebSocketProtocol.STATE_CLOSED
+_CLOSE_FRAME = 8  # the opcode
 
 
 def _nothing(result):
@@ -252,9 +253,10 @@ class LegMixin:
 
     def _fail_connection(self, code=closecodes.GOING_AWAY, reason="going away"):
         if self.relay is not None and self.state in (_OPEN, _CLOSING):
-            if self.current_frame is not None and self.current_frame.opcode == 8:
-                # A close Autobahn refuses (its reason not UTF-8: 1007 on this leg) is, to
-                # the other side, a peer's protocol error, not a message of its own gone bad.
+            if self.current_frame is not None and self.current_frame.opcode == _CLOSE_FRAME:
+                # A close Autobahn refuses (a code no one may send: 1002; a reason not UTF-8:
+                # 1007, on this leg) is, to the other side, a peer's protocol error, not a
+                # message of its own gone bad.
                 self.relay.failed(self, closecodes.PROTOCOL_ERROR, reason)
             else:
                 self.relay.failed(self, code, reason)
