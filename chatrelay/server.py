@@ -30,7 +30,7 @@ from chatrelay.upstream import UpstreamAttempt, UpstreamEndpoints, UpstreamFailu
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _CLOSING = WebSocketProtocol.STATE_CLOSING
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
-REFUSAL_CLOSE_TIMEOUT = 1.0  # seconds a refused browser has to answer the close of its refusal
+REFUSAL_CLOSE_TIMEOUT = 2.0  # seconds a refused browser has to answer the close of its refusal
 
 
 class BrowserLeg(LegMixin, WebSocketServerProtocol):
@@ -120,7 +120,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         request = parse_plain_request(head)
         if request is None:
             return self.failHandshake("Bad Request", 400)
-        request.client = self._resolve_client(request.headers.get("x-forwarded-for"))
+        request.client = self._resolve_client(head)
         response = self.factory.routes.respond(request)
         self.sendData(response.encode(head_only=request.method == "HEAD"))
         self.wasClean = True  # a complete HTTP exchange, not a failed WebSocket
@@ -139,14 +139,18 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self._head_timer = None
             self.factory.limits.end_head(self._head_peer)
 
-    def _resolve_client(self, forwarded_for):
-        return self.factory.clients.resolve(peer_host(self._tcp_peer), forwarded_for)
+    def _resolve_client(self, head):
+        # X-Forwarded-For as the proxy wrote it (see http.forwarded_for), read only from one.
+        peer = peer_host(self._tcp_peer)
+        if not self.factory.clients.trusts(peer):
+            return peer
+        return self.factory.clients.resolve(peer, forwarded_for(head))
 
     # The WebSocket handshake.
 
     def onConnect(self, request):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
-        self.client = self._resolve_client(forwarded_for(self.http_request_data))
+        self.client = self._resolve_client(self.http_request_data)
         self.report = ConnectionReport(
             self.factory.reactor, self.client, peer_label(self._tcp_peer), self.factory.metrics.ended
         )
@@ -198,8 +202,9 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         """IWebSocketChannel API."""
         self.forget_handshake()
         if self._refusal is not None:
-            # A browser answers a close at once: one that does not keeps its slot for a second,
-            # not for --close-timeout, so that refused connections cannot fill the relay.
+            # A browser answers a close within a round trip: one that does not keeps its slot
+            # for REFUSAL_CLOSE_TIMEOUT, not --close-timeout, so that refused connections
+            # cannot fill the relay.
             self.closeHandshakeTimeout = min(self.closeHandshakeTimeout, REFUSAL_CLOSE_TIMEOUT)
             self.sendCloseFrame(self._refusal.code, encode_truncate(self._refusal.reason, 123))
         else:
