@@ -140,7 +140,8 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self.factory.limits.end_head(self._head_peer)
 
     def _resolve_client(self, head):
-        # X-Forwarded-For as the proxy wrote it (see http.forwarded_for), read only from one.
+        # X-Forwarded-For is believed only from a trusted proxy, and read as it wrote it
+        # (see http.forwarded_for).
         peer = peer_host(self._tcp_peer)
         if not self.factory.clients.trusts(peer):
             return peer
