@@ -140,12 +140,9 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self.factory.limits.end_head(self._head_peer)
 
     def _resolve_client(self, head):
-        # X-Forwarded-For is believed only from a trusted proxy, and read as it wrote it
-        # (see http.forwarded_for).
-        peer = peer_host(self._tcp_peer)
-        if not self.factory.clients.trusts(peer):
-            return peer
-        return self.factory.clients.resolve(peer, forwarded_for(head))
+        # X-Forwarded-For as the proxy wrote it (see http.forwarded_for); believed only from a
+        # trusted proxy (ClientAddresses.resolve).
+        return self.factory.clients.resolve(peer_host(self._tcp_peer), forwarded_for(head))
 
     # The WebSocket handshake.
 
