@@ -253,13 +253,11 @@ class LegMixin:
 
     def _fail_connection(self, code=closecodes.GOING_AWAY, reason="going away"):
         if self.relay is not None and self.state in (_OPEN, _CLOSING):
-            if self.current_frame is not None and self.current_frame.opcode == _CLOSE_FRAME:
-                # A close Autobahn refuses (a code no one may send: 1002; a reason not UTF-8:
-                # 1007, on this leg) is, to the other side, a peer's protocol error, not a
-                # message of its own gone bad.
-                self.relay.failed(self, closecodes.PROTOCOL_ERROR, reason)
-            else:
-                self.relay.failed(self, code, reason)
+            # A close Autobahn refuses (a code no one may send: 1002; a reason not UTF-8: 1007,
+            # on this leg) is, to the other side, a peer's protocol error, not a message of its
+            # own gone bad.
+            in_close = self.current_frame is not None and self.current_frame.opcode == _CLOSE_FRAME
+            self.relay.failed(self, closecodes.PROTOCOL_ERROR if in_close else code, reason)
         WebSocketProtocol._fail_connection(self, code, reason)
 
     _flush_deadline = None
