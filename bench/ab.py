@@ -6,7 +6,9 @@
 
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
-metric per tree and its ratio to the first. `node` stands for the Node relay baseline.
+metric per tree and its ratio to the first. `node` stands for the Node relay baseline, `twisted-floor` and
+`autobahn-floor` for bench/twisted-floor/relay.py (a bare Twisted byte splice after the
+handshake) and bench/autobahn-floor/relay.py (a bare relay on Autobahn's two protocol classes).
 `cycles_tls` is `cycles` with the upstream leg on TLS (wss://localhost, a throwaway
 certificate every relay is told to trust), as every production connection to Binance is: it
 adds the TLS handshake and the host name (looked up, as Binance's is) to each cycle.
@@ -16,6 +18,7 @@ CPU per keepalive ping (each leg's ping and its pong) over `--seconds`; give it 
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -66,6 +69,21 @@ def measure(phase, url, pids, seconds, rate100, ping_interval, keepalive_conns=1
     return (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
 
 
+FLOORS = ("twisted-floor", "autobahn-floor")
+
+
+def start_floor(name, args, workdir, port):
+    """bench/NAME/relay.py, on the reactor of the first chatrelay tree given."""
+    trees = [src for src in args.src if src != "node" and src not in FLOORS]
+    env = dict(os.environ, BINANCE_PROXY_TOKEN=bench.TOKEN, PYTHONUNBUFFERED="1")
+    if trees:
+        env["PYTHONPATH"] = str(Path(trees[0]).resolve())
+    proc = bench.Proc(name, [sys.executable, str(bench.BENCH / name / "relay.py"), "--port", str(port)],
+                      workdir, env=env)
+    proc.wait_for("listening")
+    return [proc]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", action="append", required=True)
@@ -102,6 +120,8 @@ def main():
                 echo.name = f"echo-{kind}-{index}"
             if src == "node":
                 procs = bench.start_node_relay(args, workdir, port, node_options, node_env)
+            elif src in FLOORS:
+                procs = start_floor(src, args, workdir, port)
             else:
                 args.chatrelay_src = src
                 procs = bench.start_chatrelay(args, workdir, port)
