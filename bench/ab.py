@@ -7,8 +7,9 @@
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
 metric per tree and its ratio to the first. `node` stands for the Node relay baseline, `twisted-floor` and
-`autobahn-floor` for bench/twisted-floor/relay.py (a bare Twisted byte splice after the
-handshake) and bench/autobahn-floor/relay.py (a bare relay on Autobahn's two protocol classes).
+`autobahn-plain` for bench/twisted-floor/relay.py (a bare Twisted byte splice after the
+handshake) and bench/autobahn-plain/relay.py (a plain relay on Autobahn's two protocol classes,
+without chatrelay's cuts); those two reach plain ws:// targets and send no keepalive pings.
 `cycles_tls` is `cycles` with the upstream leg on TLS (wss://localhost, a throwaway
 certificate every relay is told to trust), as every production connection to Binance is: it
 adds the TLS handshake and the host name (looked up, as Binance's is) to each cycle.
@@ -69,15 +70,14 @@ def measure(phase, url, pids, seconds, rate100, ping_interval, keepalive_conns=1
     return (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
 
 
-FLOORS = ("twisted-floor", "autobahn-floor")
+BASELINES = ("twisted-floor", "autobahn-plain")  # bench/NAME/relay.py, plain ws:// only, no keepalive
 
 
-def start_floor(name, args, workdir, port):
-    """bench/NAME/relay.py, on the reactor of the first chatrelay tree given."""
-    trees = [src for src in args.src if src != "node" and src not in FLOORS]
-    env = dict(os.environ, BINANCE_PROXY_TOKEN=bench.TOKEN, PYTHONUNBUFFERED="1")
-    if trees:
-        env["PYTHONPATH"] = str(Path(trees[0]).resolve())
+def start_baseline(name, args, workdir, port):
+    """bench/NAME/relay.py, with the first chatrelay tree given on its path (for its reactor)."""
+    trees = [src for src in args.src if src != "node" and src not in BASELINES]
+    env = (bench.chatrelay_env(argparse.Namespace(chatrelay_src=trees[0])) if trees
+           else dict(os.environ, BINANCE_PROXY_TOKEN=bench.TOKEN, PYTHONUNBUFFERED="1"))
     proc = bench.Proc(name, [sys.executable, str(bench.BENCH / name / "relay.py"), "--port", str(port)],
                       workdir, env=env)
     proc.wait_for("listening")
@@ -96,6 +96,9 @@ def main():
     parser.add_argument("--keepalive-conns", type=int, default=1000, help="connections held by keepalive")
     args = parser.parse_args()
     phases = args.phases.split(",")
+    if set(args.src) & set(BASELINES) and {"cycles_tls", "keepalive"} & set(phases):
+        parser.error(f"{' and '.join(BASELINES)} reach plain ws:// targets and send no pings: "
+                     "not with --phases cycles_tls or keepalive")
     args.chatrelay_option.append(f"--ping-interval={args.ping_interval}")
     bench.npm_install()
     workdir = tempfile.mkdtemp(prefix="chatrelay-ab-")
@@ -120,8 +123,8 @@ def main():
                 echo.name = f"echo-{kind}-{index}"
             if src == "node":
                 procs = bench.start_node_relay(args, workdir, port, node_options, node_env)
-            elif src in FLOORS:
-                procs = start_floor(src, args, workdir, port)
+            elif src in BASELINES:
+                procs = start_baseline(src, args, workdir, port)
             else:
                 args.chatrelay_src = src
                 procs = bench.start_chatrelay(args, workdir, port)

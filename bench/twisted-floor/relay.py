@@ -2,15 +2,18 @@
 
     python bench/twisted-floor/relay.py --port PORT [--allow-prefix ws://127.0.0.1:]
 
-It does the least any Twisted relay must do per connection: accept, read the request head,
-check the key and the target's prefix, connect to the target, send it the browser's handshake
-with the target's path, and from then on copy bytes both ways untouched (the target's 101
-answers the browser's own Sec-WebSocket-Key, so no frame is parsed, masked or validated); a
-close on one side closes the other. It checks no header, sends no ping, counts nothing and
-logs nothing per connection; being a byte splice, it passes bench/load/check.js. bench/ab.py
-runs it as `--src twisted-floor`, on chatrelay's reactor when chatrelay is importable (the
-first chatrelay tree given to ab.py), else Twisted's epoll reactor: what is left between it and
-a WebSocket relay's cost is the relay's work, not Twisted's.
+It does about the least a relay in Twisted must do per connection: accept, read the request
+head, check the key and the target's prefix, connect to the target, send it the browser's
+handshake with the target's path, and from then on copy bytes both ways untouched (the
+target's 101 answers the browser's own Sec-WebSocket-Key, so no frame is parsed, masked or
+validated); a close on one side closes the other. It checks no header, sends no ping, has no
+flow control, counts nothing and logs nothing per connection; being a byte splice, it passes
+bench/load/check.js. Writes go out at once when the socket takes them, as chatrelay's do
+(`chatrelay.writes.write_through`) when chatrelay is importable. bench/ab.py runs it as `--src
+twisted-floor`, with the first chatrelay tree given to ab.py on its path, so on chatrelay's
+reactor; without chatrelay, on Twisted's epoll reactor and `transport.write`. Not hardened: a
+benchmark tool on loopback (a malformed target gives a traceback, the prefix check is a plain
+string comparison).
 """
 
 import argparse
@@ -21,8 +24,13 @@ import urllib.parse
 
 try:
     from chatrelay.reactor import install
+    from chatrelay.writes import write_through
 except ImportError:
     from twisted.internet.epollreactor import install
+
+    def write_through(transport, data):
+        """Twisted's own write, without chatrelay."""
+        transport.write(data)
 
 install()
 
@@ -40,12 +48,15 @@ class Upstream(protocol.Protocol):
         self.head = head
 
     def connectionMade(self):
+        if self.browser.gone:
+            self.transport.loseConnection()
+            return
         self.browser.upstream = self
-        self.transport.write(self.head + self.browser.pending)
+        write_through(self.transport, self.head + self.browser.pending)
         self.browser.pending = b""
 
     def dataReceived(self, data):
-        self.browser.transport.write(data)
+        write_through(self.browser.transport, data)
 
     def connectionLost(self, reason):
         self.browser.upstream = None
@@ -54,6 +65,8 @@ class Upstream(protocol.Protocol):
 
 class UpstreamFactory(protocol.ClientFactory):
     """One connection attempt for one browser."""
+
+    noisy = False  # no log line per connection
 
     def __init__(self, browser, head):
         self.browser = browser
@@ -75,10 +88,11 @@ class Browser(protocol.Protocol):
         self.pending = b""
         self.upstream = None
         self.started = False
+        self.gone = False
 
     def dataReceived(self, data):
         if self.upstream is not None:
-            self.upstream.transport.write(data)
+            write_through(self.upstream.transport, data)
             return
         if self.started:
             self.pending += data
@@ -122,6 +136,7 @@ class Browser(protocol.Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
+        self.gone = True
         if self.upstream is not None:
             self.upstream.transport.loseConnection()
 
