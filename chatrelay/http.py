@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse, urlsplit
 
 _UPGRADE_HEADER = re.compile(rb"\r\nupgrade:", re.IGNORECASE)
 _FORWARDED_FOR = re.compile(rb"\r\nx-forwarded-for:(.*?)(?=\r\n)", re.IGNORECASE | re.DOTALL)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110, 5.6.2
 _STATUS_TEXT = {200: "OK", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
@@ -31,6 +32,19 @@ def forwarded_for(head):
     if not lines:
         return None
     return ",".join(line.decode("iso-8859-1") for line in lines)
+
+
+def offered_subprotocols(values):
+    """The Sec-WebSocket-Protocol values offered, as Autobahn split them, without empty list
+    elements (RFC 9110, 5.6.1: ignored); None if any other is not a token (RFC 6455, 4.1).
+
+    The relay sends the offered values on to the upstream in its own request; browsers only
+    offer tokens.
+    """
+    offered = [value for value in values if value]
+    if all(_TOKEN.fullmatch(value) for value in offered):
+        return offered
+    return None
 
 
 def request_line_problem(head):

@@ -18,7 +18,14 @@ from autobahn.websocket.types import ConnectionDeny
 from chatrelay import autobahn_costs, closecodes
 from chatrelay.clients import ClientAddresses, peer_host, peer_label
 from chatrelay.gate import Refusal
-from chatrelay.http import Routes, forwarded_for, parse_plain_request, request_line_problem, wants_upgrade
+from chatrelay.http import (
+    Routes,
+    forwarded_for,
+    offered_subprotocols,
+    parse_plain_request,
+    request_line_problem,
+    wants_upgrade,
+)
 from chatrelay.keepalive import KeepaliveWheel
 from chatrelay.legs import LegMixin, UpstreamFactory
 from chatrelay.limits import Limits
@@ -148,6 +155,9 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
 
     def onConnect(self, request):
         """IWebSocketServerChannel API: admit, then open the upstream before answering."""
+        protocols = offered_subprotocols(request.protocols)
+        if protocols is None:  # refused as Autobahn refuses a malformed header: before admission
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "Sec-WebSocket-Protocol is not a list of tokens")
         self.client = self._resolve_client(self.http_request_data)
         self.report = ConnectionReport(
             self.factory.reactor, self.client, peer_label(self._tcp_peer), self.factory.metrics.ended
@@ -157,13 +167,13 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
             self._admitted = True
             target = self.factory.gate.admit(request.params, request.headers.get("origin"))
         except Refusal as refusal:
-            return self._accept_for_refusal(refusal, request)
+            return self._accept_for_refusal(refusal, protocols)
         self.report.target = target.origin
         self.relay = Relay(self.factory.reactor, self.factory.close_timeout, self.report,
                            self.factory.limits.idle_timeout, self.factory.keepalive)
-        self._attempt = self.factory.open_upstream(target, request.protocols)
+        self._attempt = self.factory.open_upstream(target, protocols)
         opened = self._attempt.result
-        opened.addCallbacks(self._upstream_opened, self._upstream_failed, errbackArgs=(request,))
+        opened.addCallbacks(self._upstream_opened, self._upstream_failed, errbackArgs=(protocols,))
         return opened
 
     def _upstream_opened(self, upstream):
@@ -176,7 +186,7 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         self._upstream = upstream
         return upstream.websocket_protocol_in_use
 
-    def _upstream_failed(self, failure, request):
+    def _upstream_failed(self, failure, protocols):
         self._attempt = None
         failure.trap(UpstreamFailure, defer.CancelledError)
         if self.state != _CONNECTING:
@@ -186,15 +196,15 @@ class BrowserLeg(LegMixin, WebSocketServerProtocol):
         else:
             refusal = Refusal(closecodes.BAD_GATEWAY, failure.value.reason, "upstream_failed")
         self.relay = None
-        return self._accept_for_refusal(refusal, request)
+        return self._accept_for_refusal(refusal, protocols)
 
-    def _accept_for_refusal(self, refusal, request):
+    def _accept_for_refusal(self, refusal, protocols):
         # Accept, so that browser JavaScript can read the close code (an HTTP status it
         # cannot). Echo a requested subprotocol: a browser fails a handshake without one.
         self._refusal = refusal.with_traceback(None)  # its frames would hold this leg in a cycle
         self.report.set_outcome(refusal.outcome)
         self.factory.metrics.handshake(refusal.outcome, refusal.code)
-        return request.protocols[0] if request.protocols else None
+        return protocols[0] if protocols else None
 
     def onOpen(self):
         """IWebSocketChannel API."""

@@ -929,6 +929,29 @@ def test_the_subprotocol_binance_chose_reaches_the_browser(harness, monkeypatch)
     assert browser.websocket_protocol_in_use == "v2.chat"
 
 
+@pytest.mark.parametrize("value", ["chat v2", "chat, v2;x", "ch\xe4t", "chat, {v2}"])
+def test_a_subprotocol_that_is_not_a_token_is_refused_before_admission(harness, value):
+    """A Sec-WebSocket-Protocol value no browser offers (not a token, RFC 6455 4.1) is refused
+    with HTTP 400 and a fixed reason, and goes nowhere near an upstream request."""
+    client = harness.raw()
+    client.transport.write(upgrade_request(extra_headers=f"Sec-WebSocket-Protocol: {value}\r\n"))
+    harness.flush()
+    answer = bytes(client.received)
+    assert answer.startswith(b"HTTP/1.1 400 Sec-WebSocket-Protocol is not a list of tokens\r\n"), answer
+    assert harness.held == [] and harness.factory.limits.total == 0
+
+
+def test_empty_subprotocol_list_elements_are_ignored(harness):
+    """HTTP list syntax (RFC 9110, 5.6.1): "chat, , v2" offers chat and v2, and only those go
+    upstream. (Two empty elements are refused by Autobahn, as a duplicate subprotocol.)"""
+    client = harness.raw()
+    client.transport.write(upgrade_request(extra_headers="Sec-WebSocket-Protocol: chat, , v2\r\n"))
+    harness.flush()
+    upstream = harness.upstream()
+    assert upstream.websocket_protocols == ["chat", "v2"]
+    assert bytes(client.received).startswith(b"HTTP/1.1 101 ")
+
+
 def test_an_open_pair_keeps_nothing_only_the_handshake_needed(harness):
     """Thousands of idle legs: once open, neither leg keeps the request, its headers or the
     browser's peer address object."""
