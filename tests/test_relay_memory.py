@@ -930,15 +930,28 @@ def test_the_subprotocol_binance_chose_reaches_the_browser(harness, monkeypatch)
 
 
 @pytest.mark.parametrize("value", ["chat v2", "chat, v2;x", "ch\xe4t", "chat, {v2}"])
-def test_a_subprotocol_that_is_not_a_token_is_refused_before_admission(harness, value):
+def test_a_subprotocol_that_is_not_a_token_is_refused_before_admission(make_harness, value):
     """A Sec-WebSocket-Protocol value no browser offers (not a token, RFC 6455 4.1) is refused
-    with HTTP 400 and a fixed reason, and goes nowhere near an upstream request."""
-    client = harness.raw()
+    with HTTP 400 and a fixed reason before admission (a full relay would say 1013), and goes
+    nowhere near an upstream request."""
+    harness = make_harness(limits=Limits(max_connections=1, max_per_client=10))
+    harness.browser(peer="192.0.2.1")  # takes the one slot
+    client = harness.raw(peer="192.0.2.2")
     client.transport.write(upgrade_request(extra_headers=f"Sec-WebSocket-Protocol: {value}\r\n"))
     harness.flush()
     answer = bytes(client.received)
     assert answer.startswith(b"HTTP/1.1 400 Sec-WebSocket-Protocol is not a list of tokens\r\n"), answer
-    assert harness.held == [] and harness.factory.limits.total == 0
+    assert len(harness.held) == 1 and harness.factory.limits.total == 1
+
+
+def test_a_refusal_echoes_the_first_offered_subprotocol_not_an_empty_element(harness):
+    """A browser that offered ", chat" reads its refusal's code after a 101 naming chat (an empty
+    Sec-WebSocket-Protocol in the 101 would fail its handshake instead)."""
+    client = harness.raw()
+    client.transport.write(upgrade_request(relay_query(key="wrong"), "Sec-WebSocket-Protocol: , chat\r\n"))
+    harness.flush()
+    assert b"\r\nSec-WebSocket-Protocol: chat\r\n" in bytes(client.received)
+    assert close_frame_after_101(client.received)[0] == 4401
 
 
 def test_empty_subprotocol_list_elements_are_ignored(harness):
