@@ -6,10 +6,10 @@
 
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
-metric per tree and its ratio to the first. `node` stands for the Node relay baseline, `twisted-floor` and
-`autobahn-plain` for bench/twisted-floor/relay.py (a bare Twisted byte splice after the
-handshake) and bench/autobahn-plain/relay.py (a plain relay on Autobahn's two protocol classes,
-without chatrelay's cuts); those two reach plain ws:// targets and send no keepalive pings.
+metric per tree and its ratio to the first. `node` stands for the Node relay baseline;
+`twisted-floor` and `autobahn-plain` for bench/twisted-floor/relay.py (a bare Twisted byte
+splice after the handshake) and bench/autobahn-plain/relay.py (a plain relay on Autobahn's two
+protocol classes, without chatrelay's cuts), which reach plain ws:// targets and send no pings.
 `cycles_tls` is `cycles` with the upstream leg on TLS (wss://localhost, a throwaway
 certificate every relay is told to trust), as every production connection to Binance is: it
 adds the TLS handshake and the host name (looked up, as Binance's is) to each cycle.

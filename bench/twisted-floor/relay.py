@@ -111,7 +111,7 @@ class Browser(protocol.Protocol):
     def connect(self, head):
         request_line, _, headers = head.partition(b"\r\n")
         try:
-            method, uri, _version = request_line.decode("ascii").split(" ")
+            _method, uri, _version = request_line.decode("ascii").split(" ")
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)
             key, target = query["key"][0], query["target"][0]
         except (UnicodeDecodeError, ValueError, KeyError):
