@@ -19,7 +19,6 @@ CPU per keepalive ping (each leg's ping and its pong) over `--seconds`; give it 
 """
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -76,8 +75,7 @@ BASELINES = ("twisted-floor", "autobahn-plain")  # bench/NAME/relay.py, plain ws
 def start_baseline(name, args, workdir, port):
     """bench/NAME/relay.py, with the first chatrelay tree given on its path (for its reactor)."""
     trees = [src for src in args.src if src != "node" and src not in BASELINES]
-    env = (bench.chatrelay_env(argparse.Namespace(chatrelay_src=trees[0])) if trees
-           else dict(os.environ, BINANCE_PROXY_TOKEN=bench.TOKEN, PYTHONUNBUFFERED="1"))
+    env = bench.chatrelay_env(argparse.Namespace(chatrelay_src=trees[0] if trees else "installed"))
     proc = bench.Proc(name, [sys.executable, str(bench.BENCH / name / "relay.py"), "--port", str(port)],
                       workdir, env=env)
     proc.wait_for("listening")
