@@ -7,9 +7,11 @@
 All relays run at once (each with its own echo); each round runs every phase against every
 relay in turn, so the machine's noise falls on all of them alike. Prints the median of each
 metric per tree and its ratio to the first. `node` stands for the Node relay baseline;
-`twisted-floor` and `autobahn-plain` for bench/twisted-floor/relay.py (a bare Twisted byte
-splice after the handshake) and bench/autobahn-plain/relay.py (a plain relay on Autobahn's two
-protocol classes, without chatrelay's cuts), which reach plain ws:// targets and send no pings.
+`twisted-floor`, `twisted-websocket` and `autobahn-plain` for bench/twisted-floor/relay.py (a
+bare Twisted byte splice after the handshake), bench/twisted-websocket/relay.py (the Node
+relay's WebSocket work on plain Twisted protocols, without Autobahn) and
+bench/autobahn-plain/relay.py (a plain relay on Autobahn's two protocol classes, without
+chatrelay's cuts), which reach plain ws:// targets only and are not measured per keepalive ping.
 `cycles_tls` is `cycles` with the upstream leg on TLS (wss://localhost, a throwaway
 certificate every relay is told to trust), as every production connection to Binance is: it
 adds the TLS handshake and the host name (looked up, as Binance's is) to each cycle.
@@ -69,15 +71,18 @@ def measure(phase, url, pids, seconds, rate100, ping_interval, keepalive_conns=1
     return (r["rss_after"]["relay"] - r["rss_before"]["relay"]) / r["opened"]
 
 
-BASELINES = ("twisted-floor", "autobahn-plain")  # bench/NAME/relay.py, plain ws:// only, no keepalive
+# bench/NAME/relay.py, plain ws:// only; twisted-websocket has a keepalive, so takes --ping-interval.
+BASELINES = ("twisted-floor", "twisted-websocket", "autobahn-plain")
 
 
 def start_baseline(name, args, workdir, port):
     """bench/NAME/relay.py, with the first chatrelay tree given on its path (for its reactor)."""
     trees = [src for src in args.src if src != "node" and src not in BASELINES]
     env = bench.chatrelay_env(argparse.Namespace(chatrelay_src=trees[0] if trees else "installed"))
-    proc = bench.Proc(name, [sys.executable, str(bench.BENCH / name / "relay.py"), "--port", str(port)],
-                      workdir, env=env)
+    command = [sys.executable, str(bench.BENCH / name / "relay.py"), "--port", str(port)]
+    if name == "twisted-websocket":
+        command += ["--ping-interval", str(args.ping_interval)]
+    proc = bench.Proc(name, command, workdir, env=env)
     proc.wait_for("listening")
     return [proc]
 
@@ -95,8 +100,8 @@ def main():
     args = parser.parse_args()
     phases = args.phases.split(",")
     if set(args.src) & set(BASELINES) and {"cycles_tls", "keepalive"} & set(phases):
-        parser.error(f"{' and '.join(BASELINES)} reach plain ws:// targets and send no pings: "
-                     "not with --phases cycles_tls or keepalive")
+        parser.error(f"{', '.join(BASELINES)} reach plain ws:// targets only and are not measured "
+                     "per keepalive ping: not with --phases cycles_tls or keepalive")
     args.chatrelay_option.append(f"--ping-interval={args.ping_interval}")
     bench.npm_install()
     workdir = tempfile.mkdtemp(prefix="chatrelay-ab-")

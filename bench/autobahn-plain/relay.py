@@ -21,10 +21,8 @@ import hmac
 import os
 import sys
 
-try:
-    from chatrelay.reactor import install
-except ImportError:
-    from twisted.internet.epollreactor import install
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from reference_reactor import install  # noqa: E402
 
 install()
 

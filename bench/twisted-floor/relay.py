@@ -22,15 +22,8 @@ import os
 import sys
 import urllib.parse
 
-try:
-    from chatrelay.reactor import install
-    from chatrelay.writes import write_through
-except ImportError:
-    from twisted.internet.epollreactor import install
-
-    def write_through(transport, data):
-        """Twisted's own write, without chatrelay."""
-        transport.write(data)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from reference_reactor import install, write_through  # noqa: E402
 
 install()
 
