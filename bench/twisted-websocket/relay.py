@@ -6,20 +6,22 @@ relay to deploy.
 
 It does per connection what the Node relay (bench/node-relay/relay.js) does, in about the least
 Python that RFC 6455 allows: it checks the browser's opening handshake (GET, HTTP/1.1, Host,
-Upgrade, Connection, a 16-byte Sec-WebSocket-Key, version 13), the key (in constant time) and
-the target's prefix; a bad key, target or prefix gets the 101 and then 4401, 4400 or 4403. It
-opens its own WebSocket to the target (a fresh key, the browser's subprotocols; the answer's
-status, Upgrade, Connection, Sec-WebSocket-Accept and subprotocol checked), and sends the
-browser its 101 once that is open, or 1014 if it fails, all within one timer. Then it relays
-frame by frame: each frame's header checked (RSV bits, opcode, masking as the side requires,
-control frames whole and short, continuation order, the message size limit), text checked for
-UTF-8 across fragments, a browser's payload unmasked and masked anew; pings and pongs pass
-through, but for the pong of its own keepalive ping. A close is answered at once, its code and
-reason passed on (1001 for a browser gone, 1014 for an upstream gone; 1002, 1007 or 1009 for a
-protocol error, which the other leg gets too), and a relay's close not answered in time drops
-the connection. One timer per leg pings every leg each --ping-interval; one log line is
-written per connection. It has no limits per client, metrics or flow control, and reaches only
-ws:// targets given by IP address (no name lookup, no TLS). It passes bench/load/check.js.
+Upgrade, Connection, a 16-byte Sec-WebSocket-Key, version 13, subprotocols that are tokens), the
+key (in constant time) and the target's prefix; a bad key, target or prefix gets the 101 and
+then 4401, 4400 or 4403. It opens its own WebSocket to the target (a fresh key, the browser's
+subprotocols; the answer's status, Upgrade, Connection, Sec-WebSocket-Accept and subprotocol
+checked), and sends the browser its 101 once that is open, or 1014 if it fails, all within one
+timer; the browser is not read meanwhile. Then it relays frame by frame: each frame's header
+checked (RSV bits, opcode, masking as the side requires, control frames whole and short,
+continuation order, the message size limit), text checked for UTF-8 across fragments, a
+browser's payload unmasked and masked anew (keys sliced from 4 KiB of os.urandom, as `ws` and
+chatrelay take them); pings and pongs pass through, but for the pong of its own keepalive ping.
+A close is answered at once, its code and reason passed on (1001 for a browser gone, 1014 for an
+upstream gone; 1002, 1007 or 1009 for a protocol error, which the other leg gets too), and every
+close the relay sends, an answer included, gets a timer, as in `ws`. Nagle is off on both legs;
+one timer pings every open leg each --ping-interval; one log line is written per connection. It
+has no limits per client, metrics or flow control, and reaches only ws:// targets given by IP
+address (no name lookup, no TLS). It passes bench/load/check.js.
 
 It measures what a relay doing the WebSocket work costs in Twisted without Autobahn's protocol
 classes; bench/twisted-floor/relay.py measures the hop without any WebSocket work. bench/ab.py
@@ -33,6 +35,7 @@ import codecs
 import hashlib
 import hmac
 import os
+import re
 import struct
 import sys
 import time
@@ -51,6 +54,7 @@ TOKEN = os.environ["BINANCE_PROXY_TOKEN"].encode()
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OWN_PING = b"twisted-websocket-keepalive"
 CLOSE_TIMEOUT = 30.0  # seconds a peer has to answer the relay's close (as `ws`)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token, a subprotocol's syntax
 _from_bytes = int.from_bytes
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -80,6 +84,23 @@ def masked(payload, key):
     return (_from_bytes(payload, "little") ^ _from_bytes((key * (n // 4 + 1))[:n], "little")).to_bytes(n, "little")
 
 
+class MaskingKeys:
+    """4-byte masking keys sliced from os.urandom read 4 KiB at a time (as `ws` and chatrelay do)."""
+
+    def __init__(self):
+        self._pool, self._at = b"", 0
+
+    def key(self):
+        """The next key."""
+        if self._at == len(self._pool):
+            self._pool, self._at = os.urandom(4096), 0
+        self._at += 4
+        return self._pool[self._at - 4:self._at]
+
+
+_new_key = MaskingKeys().key
+
+
 def frame(b0, payload, mask):
     """One frame: first byte `b0` (FIN, opcode), `payload`, masked with a fresh key if `mask`."""
     n = len(payload)
@@ -91,7 +112,7 @@ def frame(b0, payload, mask):
         head = struct.pack("!BBQ", b0, 127 | (0x80 if mask else 0), n)
     if not mask:
         return head + payload
-    key = os.urandom(4)
+    key = _new_key()
     return head + key + masked(payload, key)
 
 
@@ -148,9 +169,10 @@ def has_token(value, token):
 def allowed(target, prefixes):
     """The target's URL, normalised with its port, starts with an allowed prefix (as the Node
     relay checks it)."""
-    port = target.port or (443 if target.scheme == "wss" else 80)
+    port = (443 if target.scheme == "wss" else 80) if target.port is None else target.port
+    host = f"[{target.hostname}]" if ":" in target.hostname else target.hostname
     path = target.path or "/"
-    normal = f"{target.scheme}://{target.hostname}:{port}{path}{'?' + target.query if target.query else ''}"
+    normal = f"{target.scheme}://{host}:{port}{path}{'?' + target.query if target.query else ''}"
     return any(normal.startswith(prefix) for prefix in prefixes)
 
 
@@ -292,8 +314,7 @@ class Leg(protocol.Protocol):
             return
         self.close_sent = True
         write_through(self.transport, frame(0x88, close_payload(code, reason), not self.mask_in))
-        if not self.close_received:
-            self._close_timer = reactor.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
+        self._close_timer = reactor.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
 
     def fail(self, code, reason):
         """A protocol error from this leg's peer: close it with `code`, and the other leg too."""
@@ -313,15 +334,17 @@ class Leg(protocol.Protocol):
 
 
 class Browser(Leg):
-    """The browser's connection: reads its request head, then relays once answered."""
+    """The browser's connection: reads its request head, then relays once it has its 101."""
 
     mask_in = True
-    answered = False  # the 101 (or an HTTP refusal) was sent
 
     def __init__(self, pair):
         super().__init__(pair)
         self.head = b""  # None once read
         self.early = b""  # what came after the head, before the 101
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
 
     def dataReceived(self, data):
         if self.reading:
@@ -336,18 +359,19 @@ class Browser(Leg):
                     self.refuse_http(b"431 Request Header Fields Too Large")
                 return
             head, self.early, self.head = self.head[:end], self.head[end + 4:], None
+            self.transport.pauseProducing()  # until the 101: what comes meanwhile waits in the kernel
             self.pair.request(head)
 
     def refuse_http(self, status, extra=b""):
         """An HTTP refusal, for a request that is not a WebSocket handshake."""
         self.head = None
-        self.answered = True
         self.transport.write(b"HTTP/1.1 " + status + b"\r\n" + extra + b"Content-Length: 0\r\n\r\n")
         self.transport.loseConnection()
 
     def open(self, key, protocol):
         """Send the 101 and relay what the browser sent meanwhile."""
-        self.answered = self.opened = self.reading = True
+        self.opened = self.reading = True
+        self.transport.resumeProducing()
         extra = b"Sec-WebSocket-Protocol: " + protocol + b"\r\n" if protocol else b""
         write_through(self.transport, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_for(key) + b"\r\n"
@@ -368,6 +392,7 @@ class Upstream(Leg):
         self.head = b""  # None once read
 
     def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
         self.pair.upstream_connected(self)
         write_through(self.transport, self.request)
 
@@ -399,7 +424,7 @@ class Upstream(Leg):
             status, headers = parse_head(head)
         except ValueError:
             return None
-        if not status.startswith("HTTP/1.1 101 "):
+        if status.split(" ", 2)[:2] != ["HTTP/1.1", "101"]:
             self.pair.upstream_status = status[9:12]
             return None
         chosen = headers.get("sec-websocket-protocol", "")
@@ -408,7 +433,7 @@ class Upstream(Leg):
             or not has_token(headers.get("connection"), "upgrade")
             or headers.get("sec-websocket-accept", "").encode() != self.accept
             or "sec-websocket-extensions" in headers  # none was offered
-            or (chosen and chosen not in self.protocols)
+            or ((chosen or self.protocols) and chosen not in self.protocols)
         ):
             return None
         return chosen.encode()
@@ -471,6 +496,8 @@ class Pair:
             return browser.refuse_http(b"426 Upgrade Required", b"Sec-WebSocket-Version: 13\r\n")
         self._browser_key = key
         protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        if not all(_TOKEN.fullmatch(p) for p in protocols):
+            return browser.refuse_http(b"400 Bad Request")
         query = urllib.parse.parse_qs(uri.partition("?")[2])
         keys, targets = query.get("key", []), query.get("target", [])
         if len(keys) != 1 or not hmac.compare_digest(keys[0].encode(), TOKEN):
@@ -479,11 +506,12 @@ class Pair:
             if len(targets) != 1:
                 raise ValueError("exactly one target is required")
             target = urllib.parse.urlsplit(targets[0])
-            host, port = target.hostname, target.port or 80
-            if target.scheme != "ws" or not (isIPAddress(host) or isIPv6Address(host)):
+            host, port = target.hostname, 80 if target.port is None else target.port
+            if target.scheme != "ws" or not host or not (isIPAddress(host) or isIPv6Address(host)):
                 raise ValueError("not a ws:// URL with an IP address")
         except ValueError as error:
-            return self.refuse(4400, f"bad target: {error}"[:123].encode(), "bad_target", protocols)
+            reason = f"bad target: {error}".encode()[:123].decode("utf-8", "ignore").encode()
+            return self.refuse(4400, reason, "bad_target", protocols)
         if not allowed(target, self.relay.allow_prefixes):
             return self.refuse(4403, b"target not allowed", "forbidden_target", protocols)
         self.origin = f"ws://{target.netloc}"
