@@ -739,8 +739,9 @@ def machine_info(args):
         info["ws"] = json.loads((BENCH / "node-relay/node_modules/ws/package.json").read_text())["version"]
     except OSError:
         pass
-    git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True)
+    measured = REPO if args.chatrelay_src == "installed" else Path(args.chatrelay_src)
+    git = subprocess.run(["git", "-C", str(measured), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True)  # the tree measured, not this checkout
     info["chatrelay_commit"] = git.stdout.strip() or None
     info["chatrelay_src"] = args.chatrelay_src
     return info
