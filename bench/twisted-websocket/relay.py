@@ -185,7 +185,6 @@ class Leg(protocol.Protocol):
     reading = False  # frames from the peer are read (from the open to its close or an error)
     gone = False  # the TCP connection is lost
     close_sent = False
-    close_received = False
     close_code = "-"
     messages = 0
     alive = True  # answered the last keepalive ping
@@ -199,6 +198,19 @@ class Leg(protocol.Protocol):
 
     def __init__(self, pair):
         self.pair = pair
+        self.head = b""  # the HTTP head read so far; None once read
+
+    def read_head(self, data):
+        """(the HTTP head without its blank line, what follows it) once `data` completes the head;
+        None before, and for a head over MAX_HEAD (after calling head_too_large)."""
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_HEAD:
+                self.head_too_large()
+            return None
+        head, rest, self.head = self.head[:end], self.head[end + 4:], None
+        return head, rest
 
     # Frames in.
 
@@ -299,7 +311,6 @@ class Leg(protocol.Protocol):
     def close_frame_received(self, payload):
         code, reason = parse_close(payload)
         self.reading = False  # nothing after a close is read
-        self.close_received = True
         self.close_code = 1005 if code is None else code
         if self.close_sent:  # the answer to the relay's close
             self.transport.loseConnection()
@@ -340,7 +351,6 @@ class Browser(Leg):
 
     def __init__(self, pair):
         super().__init__(pair)
-        self.head = b""  # None once read
         self.early = b""  # what came after the head, before the 101
 
     def connectionMade(self):
@@ -352,15 +362,15 @@ class Browser(Leg):
         elif self.head is None:
             self.early += data
         else:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.head) > MAX_HEAD:
-                    self.refuse_http(b"431 Request Header Fields Too Large")
-                return
-            head, self.early, self.head = self.head[:end], self.head[end + 4:], None
-            self.transport.pauseProducing()  # until the 101: what comes meanwhile waits in the kernel
-            self.pair.request(head)
+            read = self.read_head(data)
+            if read is not None:
+                head, self.early = read
+                self.transport.pauseProducing()  # until the 101: what comes meanwhile waits in the kernel
+                self.pair.request(head)
+
+    def head_too_large(self):
+        """The request head grew past MAX_HEAD."""
+        self.refuse_http(b"431 Request Header Fields Too Large")
 
     def refuse_http(self, status, extra=b""):
         """An HTTP refusal, for a request that is not a WebSocket handshake."""
@@ -389,26 +399,24 @@ class Upstream(Leg):
         self.request = request
         self.accept = accept_for(key)
         self.protocols = protocols
-        self.head = b""  # None once read
 
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)
         self.pair.upstream_connected(self)
         write_through(self.transport, self.request)
 
+    def head_too_large(self):
+        """The answer's head grew past MAX_HEAD."""
+        self.transport.abortConnection()
+
     def dataReceived(self, data):
         if self.reading:
             self.frames_received(data)
             return
-        if self.head is None:
+        read = None if self.head is None else self.read_head(data)
+        if read is None:
             return
-        self.head += data
-        end = self.head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.head) > MAX_HEAD:
-                self.transport.abortConnection()
-            return
-        head, rest, self.head = self.head[:end], self.head[end + 4:], None
+        head, rest = read
         protocol = self.check_answer(head)
         if protocol is None:
             self.transport.abortConnection()
